@@ -1,0 +1,1 @@
+"""Backends produce logits for windows of token ids: PyTorch (CPU/CUDA) or ONNX Runtime."""

@@ -1,0 +1,1 @@
+"""Compression algorithms: pure math on weights and calibration statistics, no YAML or CLI."""

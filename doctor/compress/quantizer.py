@@ -1,0 +1,56 @@
+"""Uniform affine weight quantization (round-to-nearest), per output channel or in groups along the input.
+
+The math follows GPTQ's `quant.py` (IST-DASLab/gptq): scale = (max - min) / maxq, zero = round(-min / scale),
+q = clamp(round(w / scale) + zero, 0, maxq). Symmetric mode centres the zero point. A final partial group
+(e.g. 172 columns with group size 64) gets its own scale.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def fake_quantize(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, maxq: int) -> torch.Tensor:
+    """Quantize then dequantize; `scale` and `zero` broadcast against `w`."""
+    q = torch.clamp(torch.round(w / scale) + zero, 0, maxq)
+    return scale * (q - zero)
+
+
+def find_params(w: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row scale and zero for `w` (rows, cols), each shaped (rows, 1)."""
+    maxq = 2**bits - 1
+    wmin = torch.minimum(w.min(dim=1, keepdim=True).values, torch.zeros(1, dtype=w.dtype, device=w.device))
+    wmax = torch.maximum(w.max(dim=1, keepdim=True).values, torch.zeros(1, dtype=w.dtype, device=w.device))
+    if symmetric:
+        wmax = torch.maximum(wmin.abs(), wmax)
+        wmin = -wmax
+    same = (wmin == wmax).squeeze(1)
+    wmin[same], wmax[same] = -1.0, 1.0  # an all-zero row still needs a valid scale
+    scale = (wmax - wmin) / maxq
+    if symmetric:
+        zero = torch.full_like(scale, (maxq + 1) / 2)
+    else:
+        zero = torch.round(-wmin / scale)
+    return scale, zero
+
+
+def quantize_rtn(w: torch.Tensor, bits: int, group_size: int | None, symmetric: bool) -> torch.Tensor:
+    """Round-to-nearest fake quantization of a (out, in) weight, computed in float32."""
+    w32 = w.float()
+    maxq = 2**bits - 1
+    if group_size is None or group_size >= w32.shape[1]:
+        scale, zero = find_params(w32, bits, symmetric)
+        return fake_quantize(w32, scale, zero, maxq).to(w.dtype)
+    out = torch.empty_like(w32)
+    for start in range(0, w32.shape[1], group_size):
+        block = w32[:, start : start + group_size]
+        scale, zero = find_params(block, bits, symmetric)
+        out[:, start : start + group_size] = fake_quantize(block, scale, zero, maxq)
+    return out.to(w.dtype)
+
+
+def effective_bits(bits: int, group_size: int | None, cols: int, symmetric: bool) -> float:
+    """Bits per weight including 16-bit scales (and zero points when asymmetric), one set per group."""
+    groups_per_row = 1 if group_size is None else -(-cols // group_size)
+    per_group = 16 + (0 if symmetric else bits)
+    return bits + groups_per_row * per_group / cols

@@ -1,0 +1,64 @@
+"""`kind: quantize`: weight-only quantization of every linear layer in the decoder blocks.
+
+RTN needs no data; GPTQ and AWQ run one calibrated pass over the decoder layers (`doctor.compress`).
+"""
+
+from __future__ import annotations
+
+import time
+
+from doctor.compress.adapters import block_linears, decoder_layers, linear_weight, set_linear_weight
+from doctor.compress.quantizer import effective_bits, quantize_rtn
+from doctor.modifications.base import Applied, ApplyContext
+from doctor.results import LayerStat
+from doctor.spec.modification import QuantizeSpec
+
+
+def apply(spec: QuantizeSpec, ctx: ApplyContext) -> Applied:
+    if spec.method == "rtn":
+        applied = _apply_rtn(spec, ctx)
+    elif spec.method == "gptq":
+        from doctor.compress.gptq import apply_gptq
+
+        applied = apply_gptq(spec, ctx)
+    else:
+        from doctor.compress.awq import apply_awq
+
+        applied = apply_awq(spec, ctx)
+    applied.realized.update(_realized_bits(spec, ctx))
+    return applied
+
+
+def _apply_rtn(spec: QuantizeSpec, ctx: ApplyContext) -> Applied:
+    layers = []
+    for index, block in enumerate(decoder_layers(ctx.patient.model)):
+        start = time.perf_counter()
+        for name, module in block_linears(block).items():
+            ctx.undo.save_tensor(module.weight)
+            w = linear_weight(module)
+            set_linear_weight(module, quantize_rtn(w, spec.bits, spec.group_size, spec.symmetric))
+        layers.append(LayerStat(layer=index, seconds=time.perf_counter() - start))
+    return Applied(layers=layers)
+
+
+def _realized_bits(spec: QuantizeSpec, ctx: ApplyContext) -> dict:
+    """Distinct levels actually used per group, and storage bits per weight including scales."""
+    total = weighted_bits = 0.0
+    max_levels = 0
+    for block in decoder_layers(ctx.patient.model):
+        for module in block_linears(block).values():
+            w = linear_weight(module).detach()
+            n = w.numel()
+            total += n
+            weighted_bits += n * effective_bits(spec.bits, spec.group_size, w.shape[1], spec.symmetric)
+            g = spec.group_size or w.shape[1]
+            for start in range(0, w.shape[1], g):
+                levels = max(len(row.unique()) for row in w[:, start : start + g][:8])
+                max_levels = max(max_levels, levels)
+    return {
+        "bits": spec.bits,
+        "group_size": spec.group_size,
+        "effective_bits": weighted_bits / total if total else None,
+        "max_levels_per_group": max_levels,
+        "quantized_weights": int(total),
+    }

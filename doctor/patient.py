@@ -1,0 +1,157 @@
+"""Loading the model under examination and extracting its facts.
+
+Safetensors only unless pickle is explicitly allowed (a pickle checkpoint can run arbitrary code on load);
+`trust_remote_code` stays off unless asked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from doctor.errors import ModelLoadError
+from doctor.resources import DEMO_MODEL
+from doctor.results import ModelFacts
+
+log = logging.getLogger(__name__)
+
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+@dataclass
+class Patient:
+    """A loaded causal LM with its tokenizer and facts."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    facts: ModelFacts
+    source: str
+    local_dir: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def is_demo(self) -> bool:
+        return self.local_dir is not None and self.local_dir.resolve() == DEMO_MODEL.resolve()
+
+
+def resolve_reference(ref: str | None) -> str:
+    """`None` and 'demo' mean the bundled model; anything else is a folder or a hub id."""
+    if ref is None or ref == "demo":
+        return str(DEMO_MODEL)
+    return ref
+
+
+def _check_local(path: Path, allow_pickle: bool) -> None:
+    if not path.is_dir():
+        raise ModelLoadError(f"{path}: not a model folder (expected a Hugging Face folder with config.json)")
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"{path}: no config.json; is this a Hugging Face model folder?")
+    has_safetensors = any(path.glob("*.safetensors"))
+    pickles = [p.name for p in path.iterdir() if p.suffix in _PICKLE_SUFFIXES]
+    if not has_safetensors and pickles and not allow_pickle:
+        raise ModelLoadError(
+            f"{path}: only pickle checkpoints ({', '.join(sorted(pickles))}); loading them can run arbitrary "
+            "code, pass --allow-pickle if you trust them"
+        )
+    if not has_safetensors and not pickles:
+        raise ModelLoadError(f"{path}: no weight files (*.safetensors) found")
+
+
+def weights_sha256(path: Path | None) -> str | None:
+    """One SHA-256 over the weight files in name order, for the audit trail."""
+    if path is None:
+        return None
+    files = sorted(p for p in path.iterdir() if p.suffix == ".safetensors" or p.suffix in _PICKLE_SUFFIXES)
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.name.encode())
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest() if files else None
+
+
+def load_patient(
+    ref: str | None,
+    *,
+    device: str = "cpu",
+    dtype: str = "float32",
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+) -> Patient:
+    """Load a local Hugging Face folder or hub id (the bundled demo model when `ref` is None)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = resolve_reference(ref)
+    path = Path(source).expanduser()
+    local = path.exists()
+    if local:
+        _check_local(path, allow_pickle)
+    elif source.startswith((".", "/", "~")) or source.count("/") > 1:
+        raise ModelLoadError(f"{source}: no such model folder")
+    torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            source,
+            dtype=torch_dtype,
+            use_safetensors=None if allow_pickle else True,
+            trust_remote_code=trust_remote_code,
+        )
+    except ModelLoadError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"{source}: cannot load model: {first}") from None
+    model.eval()
+    model.to(device)
+    local_dir = path.resolve() if local else None
+    facts = extract_facts(model, name=_display_name(source, local_dir), weights_dir=local_dir)
+    return Patient(model=model, tokenizer=tokenizer, facts=facts, source=source, local_dir=local_dir)
+
+
+def _display_name(source: str, local_dir: Path | None) -> str:
+    if local_dir is not None and local_dir == DEMO_MODEL.resolve():
+        return "stories260k"
+    return local_dir.name if local_dir is not None else source
+
+
+def count_params(model: torch.nn.Module) -> int:
+    """Unique parameters (tied embeddings counted once)."""
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    return total
+
+
+def extract_facts(model: torch.nn.Module, name: str, weights_dir: Path | None = None) -> ModelFacts:
+    cfg = model.config
+    heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", 0)
+    return ModelFacts(
+        id=name,
+        architecture=(getattr(cfg, "architectures", None) or [type(model).__name__])[0],
+        model_type=getattr(cfg, "model_type", "unknown"),
+        params=count_params(model),
+        layers=getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", 0),
+        hidden=getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", 0),
+        intermediate=getattr(cfg, "intermediate_size", None) or getattr(cfg, "n_inner", None),
+        heads=heads,
+        kv_heads=getattr(cfg, "num_key_value_heads", None) or heads,
+        vocab=cfg.vocab_size,
+        context=getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None),
+        dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
+        tied_embeddings=bool(getattr(cfg, "tie_word_embeddings", False)),
+        family=None,
+        weights_sha256=weights_sha256(weights_dir),
+    )

@@ -1,0 +1,105 @@
+"""Checkup and suite specs, as validated from YAML."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from doctor.spec.modification import CalibrationSpec, Modification, Spec
+
+Severity = Literal["info", "low", "medium", "high", "critical"]
+SEVERITIES: tuple[str, ...] = ("info", "low", "medium", "high", "critical")
+
+# Metric groups a checkup can ask for, and the observation keys each produces.
+METRIC_GROUPS: dict[str, tuple[str, ...]] = {
+    "perplexity": ("ppl", "ppl_ratio", "nll_delta"),
+    "kl": ("kl_mean", "kl_median", "kl_p99", "top1_agreement", "topk_coverage"),
+    "layer_error": ("layer_error_max", "layer_error_mean"),
+    "attention": ("attention_entropy_shift",),
+    "tasks": (),  # keys are per task: acc:<task>, acc_norm:<task>, acc_drop:<task>
+    "generation": ("repetition_rate", "distinct_1", "distinct_2", "mean_length", "generated_ppl"),
+    "size": ("size_mb", "params", "params_ratio", "effective_bits", "sparsity"),
+    "latency": ("latency_ms",),
+}
+METRIC_KEYS: frozenset[str] = frozenset(k for keys in METRIC_GROUPS.values() for k in keys)
+_TASK_KEY = re.compile(r"^(acc|acc_norm|acc_drop|exact_match):[A-Za-z0-9_.-]+$")
+
+
+def is_metric_key(key: str) -> bool:
+    return key in METRIC_KEYS or bool(_TASK_KEY.match(key))
+
+
+class EvalSpec(Spec):
+    """The evaluation text and windowing shared by the baseline and every checkup."""
+
+    corpus: str = Field("auto", description="bundled corpus name, a text file path, or 'auto' (model default)")
+    seq_len: int | None = Field(None, ge=8, description="window length; default and cap: the model's context")
+    max_windows: int | None = Field(None, ge=1)
+    bootstrap: int = Field(1000, ge=0, description="bootstrap resamples over windows for intervals")
+    kl_top_k: int | None = Field(
+        None, ge=1, description="baseline log-probs kept per token; None: full vocabulary when it is small"
+    )
+    batch_size: int = Field(4, ge=1)
+    seed: int = 0
+
+
+class Threshold(Spec):
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> Threshold:
+        if self.min is None and self.max is None:
+            raise ValueError("a threshold needs 'min' or 'max'")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is above max ({self.max})")
+        return self
+
+    def passes(self, value: float) -> bool:
+        return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
+
+
+class Checkup(Spec):
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+    description: str = ""
+    modification: Modification
+    metrics: list[str] = Field(default_factory=lambda: ["perplexity", "kl"])
+    tasks: list[str] = Field(default_factory=list, description="task names or JSONL paths for the 'tasks' metric")
+    expect: dict[str, Threshold] = Field(default_factory=dict)
+    severity: Severity = "medium"
+    tags: list[str] = Field(default_factory=list)
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name not in METRIC_GROUPS:
+                raise ValueError(f"unknown metric '{name}'; known: {', '.join(METRIC_GROUPS)}")
+        return value
+
+    @field_validator("expect")
+    @classmethod
+    def _known_keys(cls, value: dict[str, Threshold]) -> dict[str, Threshold]:
+        for key in value:
+            if not is_metric_key(key):
+                raise ValueError(f"unknown metric key '{key}' in expect; known: {', '.join(sorted(METRIC_KEYS))}")
+        return value
+
+
+class Suite(Spec):
+    name: str
+    description: str = ""
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
+    checkups: list[Checkup] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Suite:
+        seen: set[str] = set()
+        for checkup in self.checkups:
+            if checkup.id in seen:
+                raise ValueError(f"duplicate checkup id '{checkup.id}'")
+            seen.add(checkup.id)
+        return self

@@ -1,0 +1,104 @@
+"""Evaluation and calibration text: bundled corpora, tokenization once, fixed windows.
+
+Perplexity follows the protocol of GPTQ, Wanda and SparseGPT: documents joined with a blank line, tokenized
+once, cut into non-overlapping windows. Calibration draws seeded random windows from a different text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from doctor.errors import DataError
+from doctor.resources import DATA
+from doctor.results import TextInfo
+
+# name -> (file, document separator, split literal special tokens)
+CORPORA: dict[str, tuple[Path, str, bool]] = {
+    "tinystories-valid": (DATA / "tinystories" / "valid-excerpt.txt", "<|endoftext|>", False),
+    "tinystories-calib": (DATA / "tinystories" / "calib-excerpt.txt", "<|endoftext|>", False),
+    "wikitext2-test": (DATA / "wikitext-2" / "wiki.test.raw", "", False),
+    "wikitext2-valid": (DATA / "wikitext-2" / "wiki.valid.tokens", "", True),
+}
+DEFAULTS = {
+    # (evaluation, calibration) for the demo model and for everything else
+    "demo": ("tinystories-valid", "tinystories-calib"),
+    "other": ("wikitext2-test", "wikitext2-valid"),
+}
+
+
+@dataclass(frozen=True)
+class Text:
+    name: str
+    path: Path
+    content: str
+    split_special: bool
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content.encode("utf-8")).hexdigest()
+
+
+def resolve_corpus(name: str, *, demo: bool, purpose: str) -> Text:
+    """A bundled corpus by name, 'auto' for the model's default, or a path to a UTF-8 text file."""
+    if name == "auto":
+        name = DEFAULTS["demo" if demo else "other"][0 if purpose == "eval" else 1]
+    if name in CORPORA:
+        path, separator, split_special = CORPORA[name]
+        raw = path.read_text(encoding="utf-8")
+        docs = [d.strip() for d in raw.split(separator)] if separator else [raw]
+        return Text(name, path, "\n\n".join(d for d in docs if d), split_special)
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise DataError(f"{name}: not a bundled corpus ({', '.join(CORPORA)}) nor a text file")
+    try:
+        content = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read as UTF-8 text: {exc}") from None
+    return Text(path.name, path, content, False)
+
+
+def tokenize(text: Text, tokenizer) -> torch.Tensor:
+    """The whole text as one id sequence (the tokenizer's BOS, if any, once at the start)."""
+    kwargs = {"split_special_tokens": True} if text.split_special else {}
+    ids = tokenizer(text.content, return_tensors="pt", **kwargs)["input_ids"][0]
+    return ids.long()
+
+
+def ids_sha256(ids: torch.Tensor) -> str:
+    return hashlib.sha256(ids.to(torch.int64).numpy().tobytes()).hexdigest()
+
+
+def eval_windows(ids: torch.Tensor, seq_len: int, max_windows: int | None) -> torch.Tensor:
+    """Non-overlapping windows of `seq_len` tokens; the ragged tail is dropped as in the literature."""
+    count = ids.numel() // seq_len
+    if max_windows is not None:
+        count = min(count, max_windows)
+    if count == 0:
+        raise DataError(f"text has {ids.numel()} tokens, fewer than one window of {seq_len}")
+    return ids[: count * seq_len].view(count, seq_len)  # (windows, seq_len)
+
+
+def calibration_windows(ids: torch.Tensor, samples: int, seq_len: int, seed: int) -> torch.Tensor:
+    """`samples` random windows, deterministic for a seed (GPTQ's get_loaders draws the same way)."""
+    if ids.numel() <= seq_len:
+        raise DataError(f"calibration text has {ids.numel()} tokens, need more than {seq_len}")
+    gen = torch.Generator().manual_seed(seed)
+    starts = torch.randint(0, ids.numel() - seq_len, (samples,), generator=gen)
+    return torch.stack([ids[s : s + seq_len] for s in starts.tolist()])  # (samples, seq_len)
+
+
+def text_info(text: Text, windows: torch.Tensor, seed: int) -> TextInfo:
+    return TextInfo(
+        corpus=text.name,
+        path=text.path.name,
+        sha256=text.sha256,
+        tokens=int(windows.numel()),
+        windows=int(windows.shape[0]),
+        seq_len=int(windows.shape[1]),
+        seed=seed,
+        ids_sha256=ids_sha256(windows),
+    )
