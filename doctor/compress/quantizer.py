@@ -27,10 +27,7 @@ def find_params(w: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tens
     same = (wmin == wmax).squeeze(1)
     wmin[same], wmax[same] = -1.0, 1.0  # an all-zero row still needs a valid scale
     scale = (wmax - wmin) / maxq
-    if symmetric:
-        zero = torch.full_like(scale, (maxq + 1) / 2)
-    else:
-        zero = torch.round(-wmin / scale)
+    zero = torch.full_like(scale, (maxq + 1) / 2) if symmetric else torch.round(-wmin / scale)
     return scale, zero
 
 

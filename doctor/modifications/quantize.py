@@ -33,7 +33,7 @@ def _apply_rtn(spec: QuantizeSpec, ctx: ApplyContext) -> Applied:
     layers = []
     for index, block in enumerate(decoder_layers(ctx.patient.model)):
         start = time.perf_counter()
-        for name, module in block_linears(block).items():
+        for _name, module in block_linears(block).items():
             ctx.undo.save_tensor(module.weight)
             w = linear_weight(module)
             set_linear_weight(module, quantize_rtn(w, spec.bits, spec.group_size, spec.symmetric))
