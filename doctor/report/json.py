@@ -1,0 +1,67 @@
+"""results.json: written atomically (temp file + os.replace) and read back with one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from doctor.errors import DoctorError
+from doctor.results import Examination
+
+
+class ResultsFileError(DoctorError):
+    """A results.json that is missing, unreadable or not an examination record."""
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write `text` so readers see the old file or the new one, never a partial one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def dump_examination(exam: Examination) -> str:
+    return exam.model_dump_json(indent=2) + "\n"
+
+
+def write_results(exam: Examination, path: Path) -> Path:
+    return write_text_atomic(path, dump_examination(exam))
+
+
+def load_examination(path: str | Path) -> Examination:
+    """Read a results.json; a missing, malformed or foreign file raises ResultsFileError (one line)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.json"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ResultsFileError(f"{path}: no such results file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ResultsFileError(f"{path}: cannot read results file ({exc.__class__.__name__})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ResultsFileError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
+    if not isinstance(data, dict) or "patient" not in data:
+        raise ResultsFileError(f"{path}: not a model-doctor results file (no 'patient' record)")
+    try:
+        return Examination.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+        raise ResultsFileError(f"{path}: {where}: {first['msg']}{more}") from None

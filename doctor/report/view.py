@@ -1,0 +1,314 @@
+"""Display rows precomputed from an Examination, so the templates format nothing and compute nothing.
+
+Findings are sorted by severity (most severe first), as deepchecks orders its results by priority.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from doctor.report import format as fmt
+from doctor.results import CheckupResult, Examination, Finding, Measurement, TextInfo
+from doctor.spec.checkup import SEVERITIES
+
+# Columns of the checkup overview, in this order, when any checkup measured them.
+SUMMARY_KEYS = ("ppl_ratio", "kl_mean", "top1_agreement", "effective_bits", "sparsity", "params_ratio",
+                "size_mb", "latency_ms")
+# The order of metric rows in a checkup's detail table; other keys follow alphabetically.
+METRIC_ORDER = ("ppl", "ppl_ratio", "nll_delta", "kl_mean", "kl_median", "kl_p99", "top1_agreement",
+                "topk_coverage", "layer_error_max", "layer_error_mean", "effective_bits", "sparsity", "params",
+                "params_ratio", "size_mb", "latency_ms")
+
+Pairs = list[tuple[str, str]]
+
+
+def severity_rank(severity: str) -> int:
+    """Higher is more severe; unknown severities rank above 'critical' so they are never buried."""
+    return SEVERITIES.index(severity) if severity in SEVERITIES else len(SEVERITIES)
+
+
+@dataclass(frozen=True)
+class MetricCell:
+    key: str
+    label: str
+    value: str
+    interval: str
+    expected: str
+    residual: str
+    threshold: str
+    verdict: str  # "pass", "fail" or "" when no threshold applies
+    outside: str  # "above", "below", "inside" or ""
+
+
+@dataclass(frozen=True)
+class CheckupRow:
+    id: str
+    description: str
+    modification: str
+    severity: str
+    status: str
+    verdict: str
+    error: str
+    summary: list[str]
+    metrics: list[MetricCell]
+    realized: Pairs
+    text: str
+    calibration: str
+    backend: str
+    started: str
+    duration: str
+    failed_thresholds: str
+
+
+@dataclass(frozen=True)
+class FindingRow:
+    rule: str
+    title: str
+    severity: str
+    cause: str
+    explanation: str
+    recommendation: str
+    reference: str
+    checkups: str
+    evidence: Pairs
+    source: str
+
+
+@dataclass(frozen=True)
+class Banner:
+    kind: str  # healthy | findings | failed
+    headline: str
+    details: list[str]
+
+
+@dataclass(frozen=True)
+class Plot:
+    name: str
+    title: str
+    caption: str
+    svg: str
+    file: str
+
+
+@dataclass
+class ReportView:
+    title: str
+    model: str
+    banner: Banner
+    facts: Pairs
+    baseline: Pairs
+    baseline_metrics: list[MetricCell]
+    health: Pairs
+    findings: list[FindingRow]
+    summary_labels: list[str]
+    checkups: list[CheckupRow]
+    texts: Pairs
+    metadata: Pairs
+    rule_files: Pairs
+    predictor: Pairs
+    seeds: Pairs
+    libraries: Pairs
+    timings: list[tuple[str, str, str, str]]
+    plots: list[Plot] = field(default_factory=list)
+
+
+def build_view(exam: Examination, plots: list[Plot] | None = None) -> ReportView:
+    keys = [k for k in SUMMARY_KEYS if any(k in c.metrics for c in exam.checkups)]
+    return ReportView(
+        title=f"model-doctor examination: {exam.patient.id}",
+        model=exam.patient.id,
+        banner=banner(exam),
+        facts=facts_rows(exam),
+        baseline=baseline_rows(exam),
+        baseline_metrics=[_cell(k, m, None, None) for k, m in _ordered(exam.baseline.metrics)],
+        health=[(str(k), fmt.value_text(v)) for k, v in sorted(exam.baseline.health.items())],
+        findings=[finding_row(f) for f in sorted_findings(exam.findings)],
+        summary_labels=[fmt.metric_label(k) for k in keys],
+        checkups=[checkup_row(c, keys) for c in exam.checkups],
+        texts=text_rows(exam),
+        metadata=metadata_rows(exam),
+        rule_files=sorted(exam.rule_files.items()),
+        predictor=[(str(k), fmt.value_text(v)) for k, v in sorted(exam.predictor.items())],
+        seeds=[(k, str(v)) for k, v in sorted(exam.environment.seeds.items())],
+        libraries=sorted(exam.environment.libraries.items()),
+        timings=[(c.id, c.started or "–", fmt.duration(c.duration_s), c.status) for c in exam.checkups],
+        plots=plots or [],
+    )
+
+
+def sorted_findings(findings: list[Finding]) -> list[Finding]:
+    """Most severe first; ties keep the engine's order (stable sort)."""
+    return sorted(findings, key=lambda f: -severity_rank(f.severity))
+
+
+def banner(exam: Examination) -> Banner:
+    failed = [c.id for c in exam.checkups if c.verdict == "fail"]
+    errors = [c.id for c in exam.checkups if c.status == "error" or c.verdict == "error"]
+    counts = Counter(f.severity for f in exam.findings)
+    details = []
+    if counts:
+        by_severity = sorted(counts.items(), key=lambda item: -severity_rank(item[0]))
+        details.append("Findings: " + ", ".join(f"{n} {sev}" for sev, n in by_severity))
+    if failed:
+        details.append(f"Thresholds failed in {len(failed)} checkup(s): " + ", ".join(failed))
+    if errors:
+        details.append(f"{len(errors)} checkup(s) could not run: " + ", ".join(errors))
+    passed = sum(1 for c in exam.checkups if c.verdict == "pass")
+    details.append(f"{passed} of {len(exam.checkups)} checkups passed; fail-on severity: {exam.fail_on}; "
+                   f"exit code {exam.exit_code}")
+    if exam.verdict == "healthy":
+        headline = "Healthy"
+        if counts:
+            headline += f": no findings at or above '{exam.fail_on}'"
+    elif exam.verdict == "findings":
+        worst = max(counts, key=severity_rank) if counts else exam.fail_on
+        headline = f"Findings at severity {worst}"
+    else:
+        headline = "Failed checkups"
+    return Banner(kind=exam.verdict, headline=headline, details=details)
+
+
+def facts_rows(exam: Examination) -> Pairs:
+    p = exam.patient
+    rows = [
+        ("model", p.id),
+        ("architecture", f"{p.architecture} ({p.model_type})"),
+        ("parameters", fmt.number(p.params)),
+        ("layers", str(p.layers)),
+        ("hidden size", str(p.hidden)),
+        ("MLP width", fmt.number(p.intermediate)),
+        ("attention heads / KV heads", f"{p.heads} / {p.kv_heads}"),
+        ("vocabulary", fmt.number(p.vocab)),
+        ("context", fmt.number(p.context)),
+        ("dtype", p.dtype),
+        ("tied embeddings", fmt.number(p.tied_embeddings)),
+    ]
+    if p.family:
+        rows.append(("family", p.family))
+    if p.training_tokens is not None:
+        rows.append(("training tokens", fmt.number(p.training_tokens)))
+    rows.append(("weights SHA-256", p.weights_sha256 or "–"))
+    return rows
+
+
+def describe_text(text: TextInfo | None) -> str:
+    if text is None:
+        return "–"
+    return (f"{text.corpus}: {text.tokens:,} tokens in {text.windows} windows of {text.seq_len}, "
+            f"seed {text.seed}")
+
+
+def baseline_rows(exam: Examination) -> Pairs:
+    b = exam.baseline
+    ppl = b.metrics.get("ppl")
+    rows = [("perplexity", fmt.number(ppl.value, "ppl") if ppl else "–")]
+    if ppl is not None and ppl.lower is not None:
+        rows.append(("perplexity interval", fmt.interval(ppl.lower, ppl.upper, "ppl") + _note(ppl)))
+    rows += [
+        ("text", b.text.corpus),
+        ("tokens", fmt.number(b.text.tokens)),
+        ("windows", f"{b.text.windows} × {b.text.seq_len} tokens"),
+        ("seed", str(b.text.seed)),
+        ("protocol", "non-overlapping windows of the joined text, tokenized once; PPL = exp(mean token NLL); "
+                     "bootstrap interval over windows"),
+        ("text SHA-256", b.text.sha256 or "–"),
+        ("duration", fmt.duration(b.duration_s)),
+    ]
+    return rows
+
+
+def _note(m: Measurement) -> str:
+    parts = [f"n={m.n}" if m.n is not None else "", m.note or ""]
+    extra = ", ".join(p for p in parts if p)
+    return f" ({extra})" if extra else ""
+
+
+def _ordered(metrics: dict[str, Measurement]) -> list[tuple[str, Measurement]]:
+    rank = {k: i for i, k in enumerate(METRIC_ORDER)}
+    return sorted(metrics.items(), key=lambda item: (rank.get(item[0], len(rank)), item[0]))
+
+
+def _cell(key: str, m: Measurement, c: CheckupResult | None, threshold_text: tuple[str, str] | None) -> MetricCell:
+    expected = c.expected.get(key) if c is not None else None
+    exp_text = residual = outside = ""
+    if expected is not None:
+        exp_text = f"{fmt.number(expected.point, key)} {fmt.interval(expected.lower, expected.upper, key)}"
+        if expected.residual is not None:
+            residual = fmt.signed(expected.residual, key)
+            if expected.z is not None:
+                residual += f" (z {expected.z:+.2f})"
+        outside = expected.outside or ""
+        if not expected.in_domain:
+            exp_text += " (outside the predictor's domain)"
+    bound, verdict = threshold_text or ("", "")
+    return MetricCell(key=key, label=fmt.metric_label(key), value=fmt.number(m.value, key),
+                      interval=fmt.interval(m.lower, m.upper, key) + _note(m), expected=exp_text,
+                      residual=residual, threshold=bound, verdict=verdict, outside=outside)
+
+
+def checkup_row(c: CheckupResult, summary_keys: list[str]) -> CheckupRow:
+    thresholds = {t.key: (fmt.bound(t.min, t.max, t.key), "pass" if t.passed else "fail") for t in c.thresholds}
+    cells = [_cell(k, m, c, thresholds.get(k)) for k, m in _ordered(c.metrics)]
+    # A threshold on a metric that was never measured still deserves a row.
+    for t in c.thresholds:
+        if t.key not in c.metrics:
+            missing = Measurement(value=t.value if t.value is not None else float("nan"))
+            cells.append(_cell(t.key, missing, c, thresholds[t.key]))
+    summary = []
+    for key in summary_keys:
+        m = c.metrics.get(key)
+        if m is None:
+            summary.append("–")
+        elif key == "ppl_ratio":  # the headline number keeps its interval; the details table has the rest
+            summary.append(f"{fmt.number(m.value, key)} {fmt.interval(m.lower, m.upper, key)}".strip())
+        else:
+            summary.append(fmt.number(m.value, key))
+    skip = {"sparsity_per_layer"}
+    return CheckupRow(
+        id=c.id, description=c.description, modification=fmt.modification_summary(c.modification),
+        severity=c.severity, status=c.status, verdict=c.verdict, error=c.error or "", summary=summary,
+        metrics=cells,
+        realized=[(str(k), fmt.value_text(v)) for k, v in sorted(c.realized.items()) if k not in skip],
+        text=describe_text(c.text), calibration=describe_text(c.calibration) if c.calibration else "",
+        backend=c.backend + (f" ({c.provider})" if c.provider else ""), started=c.started or "–",
+        duration=fmt.duration(c.duration_s),
+        failed_thresholds=", ".join(t.key for t in c.thresholds if not t.passed),
+    )
+
+
+def finding_row(f: Finding) -> FindingRow:
+    return FindingRow(
+        rule=f.rule, title=f.title, severity=f.severity, cause=f.cause, explanation=f.explanation,
+        recommendation=f.recommendation, reference=f.reference, checkups=", ".join(f.checkups),
+        evidence=[(str(k), fmt.value_text(v)) for k, v in sorted(f.evidence.items())], source=f.source,
+    )
+
+
+def text_rows(exam: Examination) -> Pairs:
+    """Every distinct evaluation and calibration text, with the checkups that used it."""
+    seen: dict[str, list[str]] = {describe_text(exam.baseline.text): ["baseline"]}
+    for c in exam.checkups:
+        for info in (c.text, c.calibration):
+            if info is not None:
+                seen.setdefault(describe_text(info), []).append(c.id)
+    return [(text, ", ".join(users)) for text, users in seen.items()]
+
+
+def metadata_rows(exam: Examination) -> Pairs:
+    env = exam.environment
+    return [
+        ("tool version", f"model-doctor {env.tool_version}"),
+        ("results schema", str(exam.schema_version)),
+        ("model", exam.patient.id),
+        ("weights SHA-256", exam.patient.weights_sha256 or "–"),
+        ("suite", f"{exam.suite.get('name', '–')} ({exam.suite_path or 'built in'})"),
+        ("suite SHA-256", exam.suite_sha256 or "–"),
+        ("device", env.device),
+        ("backend", env.backend),
+        ("python", env.python),
+        ("platform", env.platform),
+        ("started", exam.started),
+        ("ended", exam.ended or "–"),
+        ("duration", fmt.duration(exam.duration_s)),
+    ]

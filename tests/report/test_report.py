@@ -1,0 +1,110 @@
+"""write_reports / load_examination: escaping, determinism, self-containment, one-line errors."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from conftest import build_examination
+
+from doctor.errors import DoctorError
+from doctor.report import load_examination, render_reports, write_reports
+from doctor.report.format import md_escape
+from doctor.results import Examination
+
+NASTY = '<script>alert("x")</script>'
+
+
+def _nasty_exam() -> Examination:
+    exam = build_examination(model_id=f"evil/{NASTY}", rule_title=f"rule {NASTY}", suite_path=f"suites/{NASTY}.yaml")
+    first = exam.checkups[0]
+    exam.checkups[0] = first.model_copy(update={"description": NASTY, "error": NASTY})
+    exam.rule_files[f"rules/{NASTY}.yaml"] = NASTY
+    exam.findings[0] = exam.findings[0].model_copy(update={"evidence": {NASTY: NASTY}, "explanation": NASTY})
+    return exam
+
+
+def test_write_reports_writes_every_file(tmp_path: Path, exam: Examination) -> None:
+    written = write_reports(exam, tmp_path)
+    assert {"results.json", "report.md", "report.html"} <= set(written)
+    for path in written.values():
+        assert path.is_file() and path.stat().st_size > 0
+    assert not list(tmp_path.rglob("*.tmp")), "temporary files left behind"
+    assert load_examination(written["results.json"]) == exam
+
+
+def test_script_strings_are_escaped_in_html(tmp_path: Path) -> None:
+    html = render_reports(_nasty_exam())["report.html"]
+    assert "<script" not in html.lower()
+    assert "&lt;script&gt;" in html
+    assert html.count("&lt;script&gt;") >= 6  # model, rule title, suite path, rule file, description, error
+
+
+def test_script_strings_are_text_in_markdown() -> None:
+    md = render_reports(_nasty_exam())["report.md"]
+    assert "<script" not in md.lower()
+    assert "&lt;script&gt;" in md
+
+
+def test_markdown_escape_keeps_tables_intact() -> None:
+    escaped = md_escape("a|b\nc [x](http://e) *y* _z_ snake_case")
+    assert "\n" not in escaped
+    assert "\\|" in escaped and "[x\\](" in escaped
+    assert "snake_case" in escaped and "\\*y\\*" in escaped and "\\_z\\_" in escaped
+
+
+def test_rerender_from_results_is_byte_identical(tmp_path: Path, exam: Examination) -> None:
+    first = write_reports(exam, tmp_path / "a")
+    again = write_reports(load_examination(first["results.json"]), tmp_path / "b")
+    assert set(first) == set(again)
+    for name, path in first.items():
+        assert path.read_bytes() == again[name].read_bytes(), name
+
+
+def test_html_requests_nothing_external(exam: Examination) -> None:
+    html = render_reports(exam)["report.html"]
+    refs = re.findall(r"""(?:src|href|xlink:href)\s*=\s*["']([^"']*)["']""", html)
+    assert refs, "expected in-page links"
+    assert all(ref.startswith("#") for ref in refs), [r for r in refs if not r.startswith("#")]
+    assert "@import" not in html and "url(" not in html
+    assert "<script" not in html and "<link" not in html
+
+
+def test_html_shows_verdict_facts_and_every_checkup(exam: Examination) -> None:
+    html = render_reports(exam)["report.html"]
+    assert "banner-findings" in html and "Findings at severity critical" in html
+    for c in exam.checkups:
+        assert f">{c.id}<" in html
+    assert exam.patient.weights_sha256 in html and exam.suite_sha256 in html
+    for digest in exam.rule_files.values():
+        assert digest in html
+    assert "172 input features are not divisible" in html
+
+
+def test_findings_sorted_by_severity(exam: Examination) -> None:
+    md = render_reports(exam)["report.md"]
+    order = [md.index(f"### {sev}:") for sev in ("critical", "high", "medium", "low", "info")]
+    assert order == sorted(order)
+
+
+@pytest.mark.parametrize("verdict,kind", [("healthy", "Healthy"), ("failed", "Failed checkups")])
+def test_banner_follows_the_verdict(verdict: str, kind: str) -> None:
+    exam = build_examination().model_copy(update={"verdict": verdict})
+    assert kind in render_reports(exam)["report.html"]
+
+
+@pytest.mark.parametrize("content,expected", [
+    (None, "no such results file"),
+    ("{not json", "not valid JSON"),
+    ('{"a": 1}', "not a model-doctor results file"),
+    ('{"patient": {"id": 3}}', "patient"),
+])
+def test_load_errors_are_one_line(tmp_path: Path, content: str | None, expected: str) -> None:
+    path = tmp_path / "results.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(DoctorError) as info:
+        load_examination(path)
+    message = str(info.value)
+    assert expected in message and "\n" not in message and str(path) in message
