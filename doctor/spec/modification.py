@@ -49,6 +49,10 @@ class PruneSpec(Spec):
     m: int | None = Field(None, ge=2)
     damp: float = Field(0.01, gt=0, lt=1)
     block_size: int = Field(128, ge=1)
+    head_unit: Literal["kv_group", "query"] = Field(
+        "kv_group",
+        description="heads: remove whole KV groups (a KV head with its query heads) or query heads within groups",
+    )
     calibration: CalibrationSpec | None = None
 
     @model_validator(mode="after")
@@ -67,6 +71,8 @@ class PruneSpec(Spec):
                 raise ValueError(f"structure '{self.structure}' needs a sparsity in (0, 1)")
         if self.structure in ("heads", "channels") and self.method == "sparsegpt":
             raise ValueError("structured pruning ranks by 'magnitude' or 'wanda' importance, not 'sparsegpt'")
+        if self.head_unit != "kv_group" and self.structure != "heads":
+            raise ValueError(f"head_unit applies only to structure 'heads', not '{self.structure}'")
         return self
 
     @property
