@@ -1,0 +1,125 @@
+"""`doctor examine`: load, validate everything first, run the suite, write the reports, exit with the verdict."""
+
+from __future__ import annotations
+
+import re
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from doctor.cli import user_errors
+from doctor.spec.checkup import SEVERITIES
+
+
+def _default_out(model_name: str) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("reports") / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', model_name)}-{stamp}"
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        from doctor.errors import DoctorError
+
+        raise DoctorError("--device cuda: no CUDA device is available")
+    return name
+
+
+def _preflight_rules(rule_dirs: list[Path]) -> None:
+    """Malformed rule files are bad input: report them before any model is loaded."""
+    try:
+        from doctor.diagnose import load_rules
+    except ImportError:
+        return
+    load_rules(rule_dirs)
+
+
+@click.command()
+@click.argument("model", required=False)
+@click.option("--suite", default="quick", show_default=True, help="Built-in suite name or a suite YAML file.")
+@click.option("--rules", "rule_dirs", multiple=True, type=click.Path(path_type=Path), help="Extra rule directory.")
+@click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder (default reports/<model>-<time>).")
+@click.option("--resume", is_flag=True, help="Reuse the results already in --out/results.jsonl.")
+@click.option("--fail-on", type=click.Choice(list(SEVERITIES)), default="high", show_default=True,
+              help="Exit 1 when a finding has at least this severity.")
+@click.option("--max-windows", type=int, default=None, help="Override the suite's number of evaluation windows.")
+@click.option("--no-predictor", is_flag=True, help="Skip the fitted expectation.")
+@click.option("--allow-pickle", is_flag=True, help="Allow pickle checkpoints (they can run code when loaded).")
+@click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub.")
+@click.pass_context
+def examine(ctx: click.Context, model: str | None, suite: str, rule_dirs: tuple[Path, ...], backend: str, device: str,
+            dtype: str, out: Path | None, resume: bool, fail_on: str, max_windows: int | None, no_predictor: bool,
+            allow_pickle: bool, trust_remote_code: bool) -> None:
+    """Examine MODEL (a Hugging Face folder or hub id; the bundled demo model when omitted)."""
+    from doctor.cli.progress import Progress
+    from doctor.patient import load_patient
+    from doctor.runner import Options
+    from doctor.runner import examine as run
+    from doctor.suites import load_suite
+
+    verbose = ctx.obj["verbose"]
+    if resume and out is None:
+        with user_errors(verbose):
+            from doctor.errors import DoctorError
+
+            raise DoctorError("--resume needs --out pointing at the interrupted examination's folder")
+    with user_errors(verbose):
+        loaded, path, sha = load_suite(suite)
+        if max_windows is not None:
+            loaded = loaded.model_copy(update={"eval": loaded.eval.model_copy(update={"max_windows": max_windows})})
+        _preflight_rules(list(rule_dirs))
+        device = _device(device)
+        _quiet_transformers()
+        patient = load_patient(model, device=device, dtype=dtype, allow_pickle=allow_pickle,
+                               trust_remote_code=trust_remote_code)
+        out = out or _default_out(patient.facts.id)
+        options = Options(out_dir=out, backend=backend, device=device, resume=resume, fail_on=fail_on,
+                          rule_dirs=list(rule_dirs), suite_path=str(path), suite_sha256=sha,
+                          use_predictor=not no_predictor)
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            with Progress(len(loaded.checkups)) as progress:
+                exam = run(patient, loaded, options, progress=progress.status, advance=progress.advance)
+        except KeyboardInterrupt:
+            click.secho(f"interrupted: finished checkups are kept in {out / 'results.jsonl'}; "
+                        f"continue with: doctor examine {model or ''} --suite {suite} --out {out} --resume",
+                        fg="yellow", err=True)
+            sys.exit(130)
+        from doctor.report import write_reports
+
+        paths = write_reports(exam, out)
+    _summary(exam, paths)
+    sys.exit(exam.exit_code)
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _summary(exam, paths: dict) -> None:
+    base = exam.baseline.metrics["ppl"]
+    click.echo(f"{exam.patient.id}: baseline perplexity {base.value:.4g} on {exam.baseline.text.corpus} "
+               f"({exam.baseline.text.tokens} tokens)")
+    for c in exam.checkups:
+        if c.status == "error":
+            click.echo(f"  {c.id:28} ERROR  {c.error}")
+            continue
+        shown = [f"{k}={c.metrics[k].value:.4g}" for k in ("ppl_ratio", "kl_mean", "top1_agreement") if k in c.metrics]
+        click.echo(f"  {c.id:28} {c.verdict.upper():5} {'  '.join(shown)}")
+    for f in exam.findings:
+        click.echo(f"  [{f.severity}] {f.title}")
+    colour = {"healthy": "green", "findings": "yellow", "failed": "red"}[exam.verdict]
+    click.secho(f"verdict: {exam.verdict} (exit {exam.exit_code})", fg=colour)
+    for kind, path in paths.items():
+        click.echo(f"  {kind}: {path}")

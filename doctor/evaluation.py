@@ -1,0 +1,167 @@
+"""The evaluation pass: per-window NLL, and KL / top-1 agreement against a cached baseline.
+
+The baseline pass keeps, per predicted token, either the full log-probability vector (small vocabularies) or
+the top-k log-probs plus the tail mass (about 8k + 4 bytes per token), as llama.cpp's KL mode does for large
+vocabularies. With top-k, KL(P || Q) is computed over the k baseline-likeliest tokens plus one "rest" bucket;
+by the log-sum inequality this is a lower bound on the full KL, so the report states the top-k coverage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from doctor.backends.base import Backend
+from doctor.errors import NumericError
+
+FULL_VOCAB_LIMIT = 4096  # store full log-probs up to this vocabulary size
+DEFAULT_TOP_K = 16
+_CHUNK_ELEMENTS = 1 << 23  # logits elements per chunk (32 MiB in float32)
+
+
+@dataclass
+class BaselineCache:
+    """What the modified model is compared against; computed once per examination."""
+
+    nll: np.ndarray  # (windows,) mean NLL per window, float64
+    argmax: torch.Tensor  # (windows, seq_len - 1) int64
+    logp: torch.Tensor | None  # (windows, seq_len - 1, vocab) full log-probs, or None in top-k mode
+    topk_logp: torch.Tensor | None  # (windows, seq_len - 1, k)
+    topk_idx: torch.Tensor | None  # (windows, seq_len - 1, k) int64
+    tail_logp: torch.Tensor | None  # (windows, seq_len - 1) log of the mass outside the top k
+
+    @property
+    def mode(self) -> str:
+        return "full" if self.logp is not None else f"top-{self.topk_idx.shape[-1]}"
+
+
+@dataclass
+class PassResult:
+    nll: np.ndarray  # (windows,) float64
+    kl_window: np.ndarray | None = None  # (windows,) mean KL per window
+    kl_tokens: np.ndarray | None = None  # (tokens,) float32
+    agree_window: np.ndarray | None = None  # (windows,) fraction of argmax agreement
+    coverage: float | None = None  # mean baseline probability mass inside the kept top-k
+
+
+def _chunk_len(batch: int, vocab: int, seq_len: int) -> int:
+    return max(1, min(seq_len, _CHUNK_ELEMENTS // max(1, batch * vocab)))
+
+
+def _iter_batches(windows: torch.Tensor, batch_size: int):
+    for start in range(0, windows.shape[0], batch_size):
+        yield start, windows[start : start + batch_size]
+
+
+def _check_finite(logits: torch.Tensor, window: int) -> None:
+    if not torch.isfinite(logits).all():
+        raise NumericError(f"non-finite logits (NaN/inf) in evaluation window {window}")
+
+
+def baseline_pass(
+    backend: Backend,
+    windows: torch.Tensor,
+    vocab: int,
+    *,
+    batch_size: int = 4,
+    top_k: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[PassResult, BaselineCache]:
+    """NLL per window, and the baseline distribution kept for KL (full, or top-k plus tail)."""
+    n_win, seq_len = windows.shape
+    full = top_k is None and vocab <= FULL_VOCAB_LIMIT
+    k = min(top_k or DEFAULT_TOP_K, vocab)
+    preds = seq_len - 1
+    nll = np.zeros(n_win, dtype=np.float64)
+    argmax = torch.empty(n_win, preds, dtype=torch.int64)
+    logp_all = torch.empty(n_win, preds, vocab) if full else None
+    topk_logp = None if full else torch.empty(n_win, preds, k)
+    topk_idx = None if full else torch.empty(n_win, preds, k, dtype=torch.int64)
+    tail = None if full else torch.empty(n_win, preds)
+    for b0, batch in _iter_batches(windows, batch_size):
+        b1 = b0 + batch.shape[0]
+        targets = batch[:, 1:]
+        sums = torch.zeros(batch.shape[0], dtype=torch.float64)
+        for start, logits in backend.logits_chunks(batch, _chunk_len(batch.shape[0], vocab, seq_len)):
+            end = min(start + logits.shape[1], preds)
+            if end <= start:
+                continue
+            logits = logits[:, : end - start].cpu()
+            _check_finite(logits, b0)
+            logp = torch.log_softmax(logits, dim=-1)  # (B, t, V)
+            sums -= logp.gather(-1, targets[:, start:end, None]).squeeze(-1).sum(1).double()
+            argmax[b0:b1, start:end] = logp.argmax(-1)
+            if full:
+                logp_all[b0:b1, start:end] = logp
+            else:
+                values, idx = logp.topk(k, dim=-1)
+                topk_logp[b0:b1, start:end], topk_idx[b0:b1, start:end] = values, idx
+                mass = values.exp().sum(-1).clamp(max=1.0)
+                tail[b0:b1, start:end] = torch.log1p(-mass.clamp(max=1 - 1e-7))
+        nll[b0:b1] = (sums / preds).numpy()
+        if progress:
+            progress(batch.shape[0])
+    cache = BaselineCache(nll, argmax, logp_all, topk_logp, topk_idx, tail)
+    coverage = None if full else float(topk_logp.exp().sum(-1).mean())
+    agree = np.ones(n_win)
+    return PassResult(nll=nll, kl_window=np.zeros(n_win), agree_window=agree, coverage=coverage), cache
+
+
+def _kl_chunk(cache: BaselineCache, logq: torch.Tensor, w0: int, w1: int, start: int, end: int) -> torch.Tensor:
+    """Per-token KL(baseline || current) for a chunk; logq (B, t, V)."""
+    if cache.logp is not None:
+        logp = cache.logp[w0:w1, start:end]
+        return (logp.exp() * (logp - logq)).sum(-1)
+    lp = cache.topk_logp[w0:w1, start:end]  # (B, t, k)
+    lq = logq.gather(-1, cache.topk_idx[w0:w1, start:end])
+    lp_tail = cache.tail_logp[w0:w1, start:end]
+    q_tail = (1 - lq.exp().sum(-1)).clamp(min=1e-12)
+    return (lp.exp() * (lp - lq)).sum(-1) + lp_tail.exp() * (lp_tail - q_tail.log())
+
+
+def compare_pass(
+    backend: Backend,
+    windows: torch.Tensor,
+    cache: BaselineCache,
+    vocab: int,
+    *,
+    batch_size: int = 4,
+    with_kl: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> PassResult:
+    """NLL per window and, against the baseline cache, per-token KL and top-1 agreement."""
+    n_win, seq_len = windows.shape
+    preds = seq_len - 1
+    nll = np.zeros(n_win, dtype=np.float64)
+    kl_tokens = torch.empty(n_win, preds) if with_kl else None
+    agree = np.zeros(n_win)
+    for b0, batch in _iter_batches(windows, batch_size):
+        b1 = b0 + batch.shape[0]
+        targets = batch[:, 1:]
+        sums = torch.zeros(batch.shape[0], dtype=torch.float64)
+        hits = torch.zeros(batch.shape[0], dtype=torch.float64)
+        for start, logits in backend.logits_chunks(batch, _chunk_len(batch.shape[0], vocab, seq_len)):
+            end = min(start + logits.shape[1], preds)
+            if end <= start:
+                continue
+            logits = logits[:, : end - start].cpu()
+            _check_finite(logits, b0)
+            logq = torch.log_softmax(logits, dim=-1)
+            sums -= logq.gather(-1, targets[:, start:end, None]).squeeze(-1).sum(1).double()
+            hits += (logq.argmax(-1) == cache.argmax[b0:b1, start:end]).sum(1).double()
+            if with_kl:
+                kl_tokens[b0:b1, start:end] = _kl_chunk(cache, logq, b0, b1, start, end).clamp(min=0.0)
+        nll[b0:b1] = (sums / preds).numpy()
+        agree[b0:b1] = (hits / preds).numpy()
+        if progress:
+            progress(batch.shape[0])
+    result = PassResult(nll=nll, agree_window=agree)
+    if with_kl:
+        result.kl_window = kl_tokens.mean(1).double().numpy()
+        result.kl_tokens = kl_tokens.flatten().numpy()
+        if cache.logp is None:
+            result.coverage = float(cache.topk_logp.exp().sum(-1).mean())
+    return result

@@ -1,0 +1,1 @@
+"""Metrics computed from an evaluation pass or from the model, each a `Measurement` with an interval."""

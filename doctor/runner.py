@@ -1,0 +1,167 @@
+"""The examination: baseline once, then each checkup (apply -> measure -> restore), then expectation,
+diagnosis and verdict. Results are journaled as they come, so an interrupted run resumes."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from doctor.calibration import CalibrationProvider
+from doctor.checkup_run import Session, now_iso, one_line, run_checkup
+from doctor.environment import describe
+from doctor.evaluation import baseline_pass
+from doctor.journal import Journal
+from doctor.metrics.language import perplexity
+from doctor.patient import Patient
+from doctor.results import Baseline, Examination, Finding
+from doctor.spec.checkup import SEVERITIES, Suite
+from doctor.texts import eval_windows, resolve_corpus, text_info, tokenize
+from doctor.verdict import threshold_findings, verdict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Options:
+    out_dir: Path
+    backend: str = "torch"
+    device: str = "cpu"
+    resume: bool = False
+    fail_on: str = "high"
+    rule_dirs: list[Path] = field(default_factory=list)
+    suite_path: str | None = None
+    suite_sha256: str | None = None
+    use_predictor: bool = True
+
+
+def state_sha256(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _backend_factory(patient: Patient, options: Options):
+    if options.backend == "torch":
+        from doctor.backends.torch_backend import TorchBackend
+
+        return lambda: TorchBackend(patient.model)
+    from doctor.backends.factory import make_backend
+
+    return lambda: make_backend(options.backend, patient, options.out_dir, options.device)
+
+
+def _layer_probe(patient: Patient, suite: Suite, windows: torch.Tensor):
+    if not any({"layer_error", "attention"} & set(c.metrics) for c in suite.checkups):
+        return None
+    from doctor.metrics.layerwise import LayerProbe
+
+    return LayerProbe.capture(patient.model, windows[: min(4, windows.shape[0])])
+
+
+def _baseline_tasks(patient: Patient, suite: Suite, backend) -> dict:
+    refs = sorted({t for c in suite.checkups if "tasks" in c.metrics for t in (c.tasks or ["tinystories-cloze"])})
+    if not refs:
+        return {}
+    from doctor.tasks import measure_tasks
+
+    return measure_tasks(patient, backend, refs, None)
+
+
+def prepare(patient: Patient, suite: Suite, options: Options, progress) -> tuple[Session, Baseline]:
+    """Evaluation windows, the baseline pass (once) and what the checkups share."""
+    spec = suite.eval
+    context = patient.facts.context or 2048
+    seq_len = min(spec.seq_len or context, context)
+    text = resolve_corpus(spec.corpus, demo=patient.is_demo, purpose="eval")
+    windows = eval_windows(tokenize(text, patient.tokenizer), seq_len, spec.max_windows)
+    info = text_info(text, windows, spec.seed)
+    make_backend = _backend_factory(patient, options)
+    start = time.perf_counter()
+    progress(f"baseline: {info.windows} windows of {seq_len} tokens from {info.corpus}")
+    backend = make_backend()
+    base_pass, cache = baseline_pass(
+        backend, windows, patient.facts.vocab, batch_size=spec.batch_size, top_k=spec.kl_top_k
+    )
+    metrics = perplexity(base_pass, spec.bootstrap, spec.seed)
+    session = Session(
+        patient=patient, eval_spec=spec, windows=windows, text=info, base_pass=base_pass, cache=cache,
+        calibration=CalibrationProvider(patient, suite.calibration, seq_len), make_backend=make_backend,
+        out_dir=options.out_dir, progress=progress,
+    )
+    session.probe = _layer_probe(patient, suite, windows)
+    session.baseline_tasks = _baseline_tasks(patient, suite, backend)
+    metrics.update(session.baseline_tasks)
+    baseline = Baseline(
+        metrics=metrics, text=info, layers=session.probe.baseline_stats() if session.probe else [],
+        duration_s=round(time.perf_counter() - start, 3),
+    )
+    baseline.health["kl_mode"] = cache.mode
+    baseline.health["backend"] = f"{backend.name}/{backend.provider}"
+    return session, baseline
+
+
+def examine(patient: Patient, suite: Suite, options: Options, progress=lambda message: None,
+            advance=lambda: None) -> Examination:
+    started, t0 = now_iso(), time.perf_counter()
+    if patient.facts.weights_sha256 is None:
+        patient.facts.weights_sha256 = state_sha256(patient.model)
+    session, baseline = prepare(patient, suite, options, progress)
+    fingerprint = {
+        "weights_sha256": patient.facts.weights_sha256,
+        "suite_sha256": hashlib.sha256(suite.model_dump_json().encode()).hexdigest(),
+        "eval_ids_sha256": session.text.ids_sha256,
+        "backend": options.backend,
+    }
+    journal = Journal(options.out_dir, fingerprint, options.resume)
+    results = []
+    for checkup in suite.checkups:
+        modification = checkup.modification.model_dump(mode="json")
+        result = journal.reusable(checkup.id, modification)
+        if result is None:
+            result = run_checkup(session, checkup)
+            journal.append(result)
+        else:
+            progress(f"{checkup.id}: reused from {journal.path.name}")
+        results.append(result)
+        advance()
+    exam = Examination(
+        patient=patient.facts, suite=suite.model_dump(mode="json"), suite_path=options.suite_path,
+        suite_sha256=options.suite_sha256,
+        environment=describe(options.device, options.backend, {"eval": suite.eval.seed,
+                                                               "calibration": suite.calibration.seed}),
+        started=started, baseline=baseline, checkups=results, fail_on=options.fail_on,
+    )
+    progress("expectation and diagnosis")
+    annotate(exam, options)
+    exam.ended = now_iso()
+    exam.duration_s = round(time.perf_counter() - t0, 3)
+    exam.verdict, exam.exit_code = verdict(exam)
+    return exam
+
+
+def annotate(exam: Examination, options: Options) -> None:
+    """Predictor expectations, then findings: thresholds, then rules. A failing stage is recorded, not fatal."""
+    if options.use_predictor:
+        try:
+            from doctor.predict import annotate as predict
+
+            predict(exam)
+        except Exception as exc:
+            log.warning("predictor unavailable: %s", one_line(exc))
+            exam.predictor = {"error": one_line(exc)}
+    findings: list[Finding] = threshold_findings(exam)
+    try:
+        from doctor.diagnose import diagnose
+
+        rule_findings, exam.rule_files = diagnose(exam, options.rule_dirs)
+        findings += rule_findings
+    except ImportError as exc:
+        log.warning("rules unavailable: %s", one_line(exc))
+    exam.findings = sorted(findings, key=lambda f: -SEVERITIES.index(f.severity))
