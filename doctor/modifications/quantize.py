@@ -42,7 +42,12 @@ def _apply_rtn(spec: QuantizeSpec, ctx: ApplyContext) -> Applied:
 
 
 def _realized_bits(spec: QuantizeSpec, ctx: ApplyContext) -> dict:
-    """Distinct levels actually used per group, and storage bits per weight including scales."""
+    """Distinct levels actually used per group, and storage bits per weight including scales.
+
+    GPTQ with act_order forms groups in Hessian order, so column groups in storage order are not its groups;
+    their level count is not reported then.
+    """
+    permuted_groups = spec.method == "gptq" and spec.act_order and spec.group_size is not None
     total = weighted_bits = 0.0
     max_levels = 0
     for block in decoder_layers(ctx.patient.model):
@@ -59,6 +64,6 @@ def _realized_bits(spec: QuantizeSpec, ctx: ApplyContext) -> dict:
         "bits": spec.bits,
         "group_size": spec.group_size,
         "effective_bits": weighted_bits / total if total else None,
-        "max_levels_per_group": max_levels,
+        "max_levels_per_group": None if permuted_groups else max_levels,
         "quantized_weights": int(total),
     }
