@@ -8,6 +8,7 @@ from pathlib import Path
 from doctor.report.html import render_html
 from doctor.report.json import ResultsFileError, load_examination, write_results, write_text_atomic
 from doctor.report.markdown import render_markdown
+from doctor.report.plots import make_plots
 from doctor.report.view import build_view
 from doctor.results import Examination
 
@@ -18,8 +19,11 @@ log = logging.getLogger(__name__)
 
 def render_reports(exam: Examination) -> dict[str, str]:
     """Relative path -> file content for every report file (Markdown, HTML and the plots it links)."""
-    view = build_view(exam)
-    return {"report.md": render_markdown(view), "report.html": render_html(view)}
+    plots = make_plots(exam)
+    view = build_view(exam, plots)
+    files = {"report.md": render_markdown(view), "report.html": render_html(view)}
+    files.update({p.file: p.svg + "\n" for p in plots})
+    return files
 
 
 def write_reports(exam: Examination, out_dir: Path) -> dict[str, Path]:

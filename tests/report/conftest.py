@@ -138,3 +138,11 @@ def build_examination(model_id: str = "stories260k", rule_title: str = "Outlier 
 @pytest.fixture
 def exam() -> Examination:
     return build_examination()
+
+
+@pytest.fixture(scope="session")
+def rendered() -> dict[str, str]:
+    """The sample examination's report files, rendered once (plots are the slow part)."""
+    from doctor.report import render_reports
+
+    return render_reports(build_examination())

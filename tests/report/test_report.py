@@ -11,6 +11,8 @@ from conftest import build_examination
 from doctor.errors import DoctorError
 from doctor.report import load_examination, render_reports, write_reports
 from doctor.report.format import md_escape
+from doctor.report.html import render_html
+from doctor.report.view import build_view
 from doctor.results import Examination
 
 NASTY = '<script>alert("x")</script>'
@@ -22,6 +24,9 @@ def _nasty_exam() -> Examination:
     exam.checkups[0] = first.model_copy(update={"description": NASTY, "error": NASTY})
     exam.rule_files[f"rules/{NASTY}.yaml"] = NASTY
     exam.findings[0] = exam.findings[0].model_copy(update={"evidence": {NASTY: NASTY}, "explanation": NASTY})
+    # The worst checkup appears in plot legends and labels: its id must be escaped in the SVG too.
+    worst = next(i for i, c in enumerate(exam.checkups) if c.id == "rtn-w2g32")
+    exam.checkups[worst] = exam.checkups[worst].model_copy(update={"id": NASTY + " $x^2$"})
     return exam
 
 
@@ -34,17 +39,25 @@ def test_write_reports_writes_every_file(tmp_path: Path, exam: Examination) -> N
     assert load_examination(written["results.json"]) == exam
 
 
-def test_script_strings_are_escaped_in_html(tmp_path: Path) -> None:
-    html = render_reports(_nasty_exam())["report.html"]
+@pytest.fixture(scope="module")
+def nasty() -> dict[str, str]:
+    return render_reports(_nasty_exam())
+
+
+def test_script_strings_are_escaped_in_html(nasty: dict[str, str]) -> None:
+    html = nasty["report.html"]
     assert "<script" not in html.lower()
     assert "&lt;script&gt;" in html
     assert html.count("&lt;script&gt;") >= 6  # model, rule title, suite path, rule file, description, error
 
 
-def test_script_strings_are_text_in_markdown() -> None:
-    md = render_reports(_nasty_exam())["report.md"]
+def test_script_strings_are_text_in_markdown_and_plots(nasty: dict[str, str]) -> None:
+    md = nasty["report.md"]
     assert "<script" not in md.lower()
     assert "&lt;script&gt;" in md
+    svgs = [text for name, text in nasty.items() if name.endswith(".svg")]
+    assert any("&lt;script&gt;" in svg for svg in svgs), "the renamed checkup should appear in a plot"
+    assert not any("<script" in svg for svg in svgs)
 
 
 def test_markdown_escape_keeps_tables_intact() -> None:
@@ -62,17 +75,18 @@ def test_rerender_from_results_is_byte_identical(tmp_path: Path, exam: Examinati
         assert path.read_bytes() == again[name].read_bytes(), name
 
 
-def test_html_requests_nothing_external(exam: Examination) -> None:
-    html = render_reports(exam)["report.html"]
+def test_html_requests_nothing_external(rendered: dict[str, str]) -> None:
+    html = rendered["report.html"]
     refs = re.findall(r"""(?:src|href|xlink:href)\s*=\s*["']([^"']*)["']""", html)
     assert refs, "expected in-page links"
     assert all(ref.startswith("#") for ref in refs), [r for r in refs if not r.startswith("#")]
-    assert "@import" not in html and "url(" not in html
+    assert "@import" not in html
+    assert all(url.startswith("#") for url in re.findall(r"url\(\s*['\"]?([^)'\"]*)", html))
     assert "<script" not in html and "<link" not in html
 
 
-def test_html_shows_verdict_facts_and_every_checkup(exam: Examination) -> None:
-    html = render_reports(exam)["report.html"]
+def test_html_shows_verdict_facts_and_every_checkup(exam: Examination, rendered: dict[str, str]) -> None:
+    html = rendered["report.html"]
     assert "banner-findings" in html and "Findings at severity critical" in html
     for c in exam.checkups:
         assert f">{c.id}<" in html
@@ -82,8 +96,8 @@ def test_html_shows_verdict_facts_and_every_checkup(exam: Examination) -> None:
     assert "172 input features are not divisible" in html
 
 
-def test_findings_sorted_by_severity(exam: Examination) -> None:
-    md = render_reports(exam)["report.md"]
+def test_findings_sorted_by_severity(rendered: dict[str, str]) -> None:
+    md = rendered["report.md"]
     order = [md.index(f"### {sev}:") for sev in ("critical", "high", "medium", "low", "info")]
     assert order == sorted(order)
 
@@ -91,7 +105,7 @@ def test_findings_sorted_by_severity(exam: Examination) -> None:
 @pytest.mark.parametrize("verdict,kind", [("healthy", "Healthy"), ("failed", "Failed checkups")])
 def test_banner_follows_the_verdict(verdict: str, kind: str) -> None:
     exam = build_examination().model_copy(update={"verdict": verdict})
-    assert kind in render_reports(exam)["report.html"]
+    assert kind in render_html(build_view(exam))
 
 
 @pytest.mark.parametrize("content,expected", [
