@@ -26,10 +26,13 @@ def render_reports(exam: Examination) -> dict[str, str]:
     return files
 
 
-def write_reports(exam: Examination, out_dir: Path) -> dict[str, Path]:
-    """Write results.json, report.md, report.html and plots/*.svg into `out_dir`, each atomically."""
+def write_reports(exam: Examination, out_dir: Path, *, results: bool = True) -> dict[str, Path]:
+    """Write results.json, report.md, report.html and plots/*.svg into `out_dir`, each atomically.
+
+    `results=False` leaves results.json alone (re-rendering a report beside the file it came from).
+    """
     out_dir = Path(out_dir)
-    written = {"results.json": write_results(exam, out_dir / "results.json")}
+    written = {"results.json": write_results(exam, out_dir / "results.json")} if results else {}
     for name, text in render_reports(exam).items():
         written[name] = write_text_atomic(out_dir / name, text)
     log.info("report written to %s", out_dir / "report.html")

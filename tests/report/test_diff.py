@@ -1,0 +1,118 @@
+"""`doctor diff` and `doctor report`: what counts as a change, exit codes, re-rendering from results alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import build_examination
+from hypothesis import given
+from hypothesis import strategies as st
+
+from doctor.cli import main
+from doctor.report import write_reports
+from doctor.report.diff import diff_examinations, intervals_overlap, render_diff
+from doctor.report.json import write_results
+from doctor.results import Examination, Finding, Measurement
+
+
+def _with_metric(exam: Examination, cid: str, key: str, m: Measurement, **update) -> Examination:
+    checkups = []
+    for c in exam.checkups:
+        if c.id == cid:
+            c = c.model_copy(update={"metrics": {**c.metrics, key: m}, **update})
+        checkups.append(c)
+    return exam.model_copy(update={"checkups": checkups})
+
+
+def test_identical_examinations_do_not_differ(exam: Examination) -> None:
+    d = diff_examinations(exam, exam)
+    assert not d.changed and d.metrics and not any(m.beyond for m in d.metrics)
+    assert "No change beyond the intervals" in render_diff(d)
+
+
+def test_move_within_the_interval_is_not_a_change(exam: Examination) -> None:
+    m = exam.checkups[1].metrics["ppl_ratio"]
+    nudged = m.model_copy(update={"value": m.value * 1.001, "lower": m.lower * 1.001, "upper": m.upper * 1.001})
+    assert not diff_examinations(exam, _with_metric(exam, exam.checkups[1].id, "ppl_ratio", nudged)).changed
+
+
+def test_move_beyond_the_interval_and_verdict_flip_are_changes(exam: Examination) -> None:
+    cid = "rtn-w4g32"
+    worse = Measurement(value=1.5, lower=1.45, upper=1.55, n=80)
+    b = _with_metric(exam, cid, "ppl_ratio", worse, verdict="fail")
+    d = diff_examinations(exam, b)
+    assert d.changed
+    moved = [m for m in d.metrics if m.beyond]
+    assert [(m.checkup, m.metric) for m in moved] == [(cid, "ppl_ratio")]
+    assert moved[0].overlap is False
+    assert d.verdicts == [(cid, "pass", "fail")]
+    text = render_diff(d)
+    assert "Verdict changes" in text and "CHANGED" in text
+
+
+def test_metric_without_interval_uses_rtol(exam: Examination) -> None:
+    cid = exam.checkups[0].id
+    base = exam.checkups[0].metrics["kl_p99"].value
+    small = _with_metric(exam, cid, "kl_p99", Measurement(value=base * 1.005))
+    large = _with_metric(exam, cid, "kl_p99", Measurement(value=base * 1.05))
+    assert not diff_examinations(exam, small).changed
+    assert diff_examinations(exam, large).changed
+    assert not diff_examinations(exam, large, rtol=0.1).changed
+
+
+def test_new_and_resolved_findings_and_checkups(exam: Examination) -> None:
+    extra = Finding(rule="NEW1", title="new problem", severity="high", cause="x", explanation="y", checkups=["a"])
+    b = exam.model_copy(update={"findings": exam.findings[1:] + [extra], "checkups": exam.checkups[1:]})
+    d = diff_examinations(exam, b)
+    assert [f.rule for f in d.new_findings] == ["NEW1"]
+    assert [f.rule for f in d.resolved_findings] == [exam.findings[0].rule]
+    assert d.removed_checkups == [exam.checkups[0].id] and d.changed
+
+
+@given(st.floats(0, 10), st.floats(0, 5), st.floats(0, 10), st.floats(0, 5))
+def test_interval_overlap_is_symmetric_and_reflexive(a: float, wa: float, b: float, wb: float) -> None:
+    ma = Measurement(value=a, lower=a - wa, upper=a + wa)
+    mb = Measurement(value=b, lower=b - wb, upper=b + wb)
+    assert intervals_overlap(ma, mb) == intervals_overlap(mb, ma)
+    assert intervals_overlap(ma, ma) is True
+    assert intervals_overlap(ma, mb) == (abs(a - b) <= wa + wb)
+
+
+def test_cli_diff_exit_codes(tmp_path: Path, exam: Examination) -> None:
+    a = write_results(exam, tmp_path / "a" / "results.json")
+    b = write_results(_with_metric(exam, "rtn-w4g32", "ppl_ratio", Measurement(value=2.0, lower=1.9, upper=2.1)),
+                      tmp_path / "b" / "results.json")
+    runner = CliRunner()
+    same = runner.invoke(main, ["diff", str(a), str(a)])
+    assert same.exit_code == 0, same.output
+    changed = runner.invoke(main, ["diff", str(a), str(b)])
+    assert changed.exit_code == 1 and "rtn-w4g32" in changed.output
+    bad = runner.invoke(main, ["diff", str(a), str(tmp_path / "missing.json")])
+    assert bad.exit_code == 2 and "no such results file" in bad.output
+
+
+@pytest.mark.parametrize("target", ["same", "other"])
+def test_cli_report_rerenders_identically(tmp_path: Path, target: str) -> None:
+    exam = build_examination(extra_findings=False)
+    exam.checkups = exam.checkups[:3]  # fewer plots: this test is about files, not pictures
+    first = write_reports(exam, tmp_path / "run")
+    md_before = first["report.md"].read_bytes()
+    json_before = first["results.json"].read_bytes()
+    first["report.md"].unlink()
+    out = tmp_path / "run" if target == "same" else tmp_path / "again"
+    args = ["report", str(first["results.json"])] + ([] if target == "same" else ["--out", str(out)])
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert (out / "report.md").read_bytes() == md_before
+    assert (out / "results.json").read_bytes() == json_before
+    assert (out / "report.html").is_file() and (out / "plots").is_dir()
+
+
+def test_cli_report_bad_file_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "results.json"
+    path.write_text("[1, 2")
+    result = CliRunner().invoke(main, ["report", str(path)])
+    assert result.exit_code == 2
+    assert len(result.output.strip().splitlines()) == 1 and "not valid JSON" in result.output
