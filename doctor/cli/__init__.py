@@ -55,3 +55,7 @@ from doctor.cli.examine import examine  # noqa: E402
 
 main.add_command(examine)
 main.add_command(checkups)
+from doctor.cli.report import diff, report  # noqa: E402
+
+main.add_command(report)
+main.add_command(diff)
