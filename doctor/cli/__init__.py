@@ -55,6 +55,9 @@ from doctor.cli.examine import examine  # noqa: E402
 
 main.add_command(examine)
 main.add_command(checkups)
+from doctor.cli.predictor import predictor  # noqa: E402
+
+main.add_command(predictor)
 from doctor.cli.report import diff, report  # noqa: E402
 
 main.add_command(report)

@@ -1,0 +1,166 @@
+"""Predictions with 90% intervals from a fitted degradation artifact.
+
+Outside the training domain the point estimate uses the nearest in-domain model size (extrapolating a size
+trend over decades is not evidence) and the interval widens with the distance, and the Expected says so.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from doctor.predict import features as F
+from doctor.predict.artifact import DEGRADATION_FILE, load_artifact
+from doctor.predict.cases import cases_for
+from doctor.results import Expected, ModelFacts
+
+LEVEL = 0.9
+Z90 = 1.6448536269514722
+WIDEN_SD_PER_UNIT = 0.5  # extra sd on the model scale per unit outside the domain (decade of size, bit, 0.1 sparsity)
+_UNITS = {"log10_params_b": 1.0, "bits": 1.0, "log10_tokens_per_param": 1.0}
+MC_DRAWS = 4000
+
+
+@dataclass(frozen=True)
+class ScalePrediction:
+    """A prediction on the model's scale t = log(delta + eps): mean, variance and domain verdict."""
+
+    mean: float
+    var: float
+    in_domain: bool
+    warning: str | None
+    offset_var: float  # the part of var that is the unknown model/family offset (what adaptation updates)
+
+    @property
+    def sd(self) -> float:
+        return math.sqrt(self.var)
+
+
+def outside(case: F.Case, domain: dict[str, list[float]]) -> dict[str, float]:
+    """Axis -> distance outside the training range, in that axis's units (empty when inside)."""
+    out = {}
+    for axis, value in F.domain_axes(case).items():
+        if axis not in domain:
+            out[axis] = 1.0  # e.g. a sparsity for a kind with no training rows at all
+            continue
+        lo, hi = domain[axis]
+        unit = _UNITS.get(axis, 0.1)
+        gap = max(lo - value, value - hi, 0.0) / unit
+        if gap > 1e-9:
+            out[axis] = gap
+    return out
+
+
+def widening_var(gaps: dict[str, float]) -> float:
+    """Variance added for extrapolation: an unknown offset growing linearly with the distance outside."""
+    return (WIDEN_SD_PER_UNIT * sum(gaps.values())) ** 2
+
+
+def _describe(case: F.Case, gaps: dict[str, float], domain: dict[str, list[float]]) -> str:
+    parts = []
+    for axis in gaps:
+        value = F.domain_axes(case)[axis]
+        lo, hi = domain.get(axis, [math.nan, math.nan])
+        if axis == "log10_params_b":
+            parts.append(f"{case.params_b * 1e9:.3g} parameters (training table: {10**lo:.3g}B-{10**hi:.3g}B)")
+        else:
+            parts.append(f"{axis} {value:.3g} (training table: {lo:.3g}-{hi:.3g})")
+    return "outside the training domain: " + "; ".join(parts) + "; interval widened"
+
+
+class Predictor:
+    """A fitted degradation model (plain JSON) and, when present, the baseline-health model."""
+
+    def __init__(self, model: dict, meta: dict, health: dict | None = None, name: str = DEGRADATION_FILE,
+                 sha256: str = ""):
+        self.model = model
+        self.meta = meta
+        self.health = health  # the baseline-health artifact's model part
+        self.name = name
+        self.sha256 = sha256
+        self.coef = np.asarray(model["coef"], dtype=float)
+        self.cov = np.asarray(model["cov"], dtype=float)
+
+    @classmethod
+    def load(cls, path: Path | str) -> Predictor:
+        """A predictors folder (degradation.json, optional baseline-health.json beside it) or one file."""
+        from doctor.predict.artifact import HEALTH_FILE, file_sha256
+
+        path = Path(path)
+        file = path / DEGRADATION_FILE if path.is_dir() else path
+        artifact = load_artifact(file, expect="degradation")
+        health_file = file.with_name(HEALTH_FILE)
+        health = load_artifact(health_file, expect="baseline-health")["model"] if health_file.is_file() else None
+        return cls(artifact["model"], artifact["meta"], health, name=file.name, sha256=file_sha256(file))
+
+    def family_offset(self, family: str | None) -> tuple[float, float]:
+        """(offset, its variance): the family's BLUP if trained on, else 0 with the family variance."""
+        effect = self.model["family_effects"].get(family or "")
+        if effect is not None:
+            return float(effect[0]), float(effect[1])
+        return 0.0, max(float(self.model["family_var"]), 0.0)
+
+    def predict_case(self, case: F.Case) -> ScalePrediction:
+        domain = self.model["domain"]
+        gaps = outside(case, domain)
+        x = F.encode(F.clamp_to_domain(case, domain))
+        offset, offset_var = self.family_offset(case.family)
+        resid = self.model["resid_var_by_kind"].get(case.kind, self.model["resid_var"])
+        var = float(x @ self.cov @ x) + offset_var + resid
+        var += widening_var(gaps)
+        warning = _describe(case, gaps, domain) if gaps else None
+        # everything but the residual noise is this model's unknown offset: what its mild checkups can tell
+        return ScalePrediction(float(x @ self.coef) + offset, var, not gaps, warning, var - resid)
+
+    def predict_delta_samples(self, cases: list[F.Case], seed: int = 0) -> tuple[np.ndarray, list[ScalePrediction]]:
+        """Monte Carlo draws of the summed delta of several leaves (a compose), treating them as independent."""
+        rng = np.random.default_rng(seed)
+        preds = [self.predict_case(c) for c in cases]
+        draws = sum(F.from_scale(rng.normal(p.mean, p.sd, MC_DRAWS)) for p in preds)
+        return np.asarray(draws), preds
+
+    def predict(self, facts: ModelFacts, modification: dict, metric: str = "ppl_ratio", *,
+                realized: dict | None = None, corpus: str | None = None, ctx: float | None = None) -> Expected:
+        """Expected PPL ratio (point = median, 90% interval) for this model under this modification."""
+        if metric != "ppl_ratio":
+            raise ValueError(f"the degradation model predicts 'ppl_ratio', not '{metric}'")
+        cases = cases_for(facts, modification, realized, corpus, ctx)
+        if len(cases) == 1:
+            return expected_from_scale(self.predict_case(cases[0]), metric, self.name)
+        return self.expected_composed(cases, metric)
+
+    def expected_composed(self, cases: list[F.Case], metric: str = "ppl_ratio") -> Expected:
+        """Several leaves: quantiles of the summed delta draws (damage in log-ratio assumed additive)."""
+        draws, preds = self.predict_delta_samples(cases)
+        deltas = [float(q) for q in np.quantile(draws, [(1 - LEVEL) / 2, 0.5, (1 + LEVEL) / 2])]
+        notes = "; ".join(p.warning for p in preds if p.warning)
+        warning = "composed from per-step predictions assuming additive log-ratio damage" + (
+            f"; {notes}" if notes else "")
+        return Expected(metric=metric, point=math.exp(deltas[1]), lower=math.exp(deltas[0]),
+                        upper=math.exp(deltas[2]), level=LEVEL, in_domain=all(p.in_domain for p in preds),
+                        warning=warning, predictor=self.name)
+
+
+def expected_from_scale(pred: ScalePrediction, metric: str, name: str) -> Expected:
+    """Point = median, 90% interval, in ratio units (exp of the log ratio)."""
+    lo, mid, hi = (pred.mean - Z90 * pred.sd, pred.mean, pred.mean + Z90 * pred.sd)
+    ratio = [math.exp(float(F.from_scale(t))) for t in (lo, mid, hi)]
+    return Expected(metric=metric, point=ratio[1], lower=ratio[0], upper=ratio[2], level=LEVEL,
+                    in_domain=pred.in_domain, warning=pred.warning, predictor=name)
+
+
+def with_observation(expected: Expected, observed_ratio: float, pred: ScalePrediction | None) -> Expected:
+    """Residual (observed - predicted log ratio), z on the model scale, and where the observation falls."""
+    observed = math.log(observed_ratio)
+    residual = observed - math.log(expected.point)
+    z = (float(F.to_scale(observed)) - pred.mean) / pred.sd if pred is not None else None
+    side = "above" if observed_ratio > expected.upper else "below" if observed_ratio < expected.lower else "inside"
+    return replace_expected(expected, residual=residual, z=z, outside=side)
+
+
+def replace_expected(expected: Expected, **changes: object) -> Expected:
+    return expected.model_copy(update=changes)
+

@@ -1,0 +1,135 @@
+"""The training table: published compression results plus the tool's own observations, cleaned for fitting.
+
+Conventions follow predictors/data/literature-README.md: the target compares `value` with `baseline_value`
+within a row only, `fp16` reference rows are dropped, combined compression rows (a pruning method plus a
+quantizer) are kept out of the single-modification fit, and GGUF/codebook rows keep their own method class
+because their nominal bits understate the real bits per weight.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from doctor.errors import DataError
+from doctor.resources import PREDICTORS_DIR
+
+log = logging.getLogger(__name__)
+
+FAMILY_FACTS = PREDICTORS_DIR / "data" / "family_facts.csv"
+COLUMNS = [
+    "source", "source_ref", "model_family", "model", "params_b", "n_layers", "hidden_size", "method", "kind", "bits",
+    "group_size", "sparsity", "pattern", "calibration", "metric", "value", "baseline_value", "notes",
+]
+PPL_METRICS = ("wikitext2_ppl", "c4_ppl", "ptb_ppl", "wikitext2_ppl_ratio")
+# SLEB rows in the zlab collection give no dense value in their own table, but their note quotes the dense
+# WikiText-2 perplexity the same collection measured at the same context; those two are the only imputations.
+_QUOTED_DENSE = {("zlab-pruning-collection", "LLaMA-2-7B", "wikitext2_ppl"): 5.47,
+                 ("zlab-pruning-collection", "LLaMA-3.1-8B", "wikitext2_ppl"): 6.24}
+
+
+@dataclass(frozen=True)
+class FamilyFact:
+    family: str
+    training_tokens: float | None
+    source: str
+
+
+@lru_cache(maxsize=1)
+def _family_rows() -> tuple[dict, ...]:
+    with FAMILY_FACTS.open(newline="") as fh:
+        return tuple(csv.DictReader(fh))
+
+
+def family_fact(family: str | None, model: str | None = None) -> FamilyFact | None:
+    """Training tokens for a family (exact name first, else the first `match` regex hitting family or model)."""
+    rows = _family_rows()
+    names = [s.lower() for s in (family, model) if s]
+    if not names:
+        return None
+    candidates = [r for r in rows if family and r["family"].lower() == family.lower()]
+    if not candidates:
+        hit = next((r for r in rows if any(re.search(r["match"], n) for n in names)), None)
+        candidates = [r for r in rows if hit and r["family"] == hit["family"]]
+    if not candidates:
+        return None
+    chosen = next((r for r in candidates if r["model_match"] and model and re.search(r["model_match"], model.lower())),
+                  None) or next((r for r in candidates if not r["model_match"]), candidates[0])
+    tokens = float(chosen["training_tokens"]) if chosen["training_tokens"] else None
+    return FamilyFact(family=chosen["family"], training_tokens=tokens, source=chosen["source"])
+
+
+def read_rows(path: Path) -> pd.DataFrame:
+    """One table in the literature.csv layout; a missing column is a one-line DataError."""
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read training table: {exc}") from None
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: training table lacks column(s) {', '.join(missing)}")
+    return frame[COLUMNS]
+
+
+def context_of(notes: object) -> float:
+    """The evaluation context from a `ctx=N;` note, NaN when unknown."""
+    match = re.search(r"ctx=(\d+)", notes) if isinstance(notes, str) else None
+    return float(match.group(1)) if match else math.nan
+
+
+def act_bits_of(notes: object) -> float:
+    """Activation bits from a `W?A?` note (weight+activation quantization), 16 when absent."""
+    match = re.search(r"\bW\d+A(\d+)\b", notes) if isinstance(notes, str) else None
+    return float(match.group(1)) if match else 16.0
+
+
+def is_combined(row: dict) -> bool:
+    """A pruning method stacked with a quantizer (both sparsity and bits set)."""
+    bits = row["bits"]
+    return "+" in str(row["method"]) and row["kind"] != "quantization" and bits == bits and bits is not None
+
+
+def _fill_quoted_dense(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    frame["baseline_imputed"] = False
+    for (source, model, metric), dense in _QUOTED_DENSE.items():
+        sel = ((frame.source == source) & (frame.model == model) & (frame.metric == metric)
+               & frame.baseline_value.isna() & (frame.kind == "layer-removal"))
+        frame.loc[sel, "baseline_value"] = dense
+        frame.loc[sel, "baseline_imputed"] = True
+    return frame
+
+
+def degradation_rows(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Compressed perplexity rows with a within-row baseline and the target `delta` = log(value / baseline)."""
+    frame = _fill_quoted_dense(pd.concat(frames, ignore_index=True))
+    ppl = frame.metric.isin(PPL_METRICS) | frame.metric.astype(str).str.endswith("_ppl")
+    frame = frame[(frame.method != "fp16") & ppl]
+    frame = frame[frame.baseline_value.notna() & (frame.baseline_value > 0) & (frame.value > 0)]
+    frame = frame[[not is_combined(r) for r in frame.to_dict("records")]].copy()
+    frame["act_bits"] = frame.notes.map(act_bits_of)
+    frame = frame[frame.act_bits >= 16].copy()  # weight-only: the tool quantizes weights only
+    frame["delta"] = np.log(frame.value / frame.baseline_value)
+    frame["ctx"] = frame.notes.map(context_of)
+    facts = [family_fact(f, m) for f, m in zip(frame.model_family, frame.model, strict=True)]
+    frame["training_tokens"] = [f.training_tokens if f and f.training_tokens else math.nan for f in facts]
+    return frame.reset_index(drop=True)
+
+
+def baseline_rows(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Unique dense perplexities (one per source, model, metric and context) for the health model."""
+    frame = pd.concat(frames, ignore_index=True)
+    frame = frame[frame.metric.isin(PPL_METRICS[:3]) & frame.baseline_value.notna() & (frame.baseline_value > 0)]
+    frame = frame.assign(ctx=frame.notes.map(context_of), dense=frame.baseline_value)
+    frame = frame.drop_duplicates(subset=["source", "model", "metric", "ctx", "dense"])
+    facts = [family_fact(f, m) for f, m in zip(frame.model_family, frame.model, strict=True)]
+    frame["training_tokens"] = [f.training_tokens if f and f.training_tokens else math.nan for f in facts]
+    return frame.reset_index(drop=True)

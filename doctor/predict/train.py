@@ -1,0 +1,48 @@
+"""Fitting both artifacts from the training tables in a predictors folder (what `doctor predictor fit` runs)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from doctor.errors import DataError
+from doctor.predict.artifact import DEGRADATION_FILE, HEALTH_FILE, make_meta, save_artifact
+from doctor.predict.fit import fit_degradation
+from doctor.predict.health import fit_health
+from doctor.predict.table import baseline_rows, degradation_rows, read_rows
+
+log = logging.getLogger(__name__)
+
+LITERATURE = "literature.csv"
+OBSERVATIONS = "observations.csv"
+
+
+def table_paths(data_dir: Path, observations: bool = True) -> list[Path]:
+    """literature.csv (required) and observations.csv (when present and wanted)."""
+    literature = Path(data_dir) / LITERATURE
+    if not literature.is_file():
+        raise DataError(f"{literature}: training table not found")
+    paths = [literature]
+    extra = Path(data_dir) / OBSERVATIONS
+    if observations and extra.is_file():
+        paths.append(extra)
+    return paths
+
+
+def load_frames(paths: list[Path]) -> list[pd.DataFrame]:
+    return [read_rows(p) for p in paths]
+
+
+def fit_all(data_dir: Path, out_dir: Path, observations: bool = True, command: str = "") -> dict[str, str]:
+    """Fit degradation and baseline-health models; write both artifacts; returns file name -> sha256."""
+    paths = table_paths(data_dir, observations)
+    frames = load_frames(paths)
+    written = {}
+    degradation = {"meta": make_meta("degradation", paths, command), "model": fit_degradation(degradation_rows(frames))}
+    written[DEGRADATION_FILE] = save_artifact(degradation, Path(out_dir) / DEGRADATION_FILE)
+    health = {"meta": make_meta("baseline-health", paths, command), "model": fit_health(baseline_rows(frames))}
+    written[HEALTH_FILE] = save_artifact(health, Path(out_dir) / HEALTH_FILE)
+    log.info("fitted %s from %s", ", ".join(written), ", ".join(p.name for p in paths))
+    return written
