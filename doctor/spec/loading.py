@@ -90,6 +90,7 @@ def _yaml_path(loc: tuple, data: Any) -> tuple:
     return tuple(path)
 
 
+_KINDS = "quantize, prune, remove_layers, expand_layers, decode, onnx, compose"
 _UNION_TAGS = frozenset(
     {"quantize", "prune", "remove_layers", "expand_layers", "decode", "onnx", "compose", "function-after"}
 )
@@ -105,7 +106,9 @@ def format_validation_error(exc: ValidationError, marked: _Marked, source: str) 
         if err["type"] == "extra_forbidden":
             message = "unknown key"
         elif err["type"] == "union_tag_invalid":
-            message = f"unknown kind {err['input']!r}; known: {err['ctx']['expected_tags']}"
+            message = f"unknown kind {err['ctx']['tag']!r}; known: {err['ctx']['expected_tags']}"
+        elif err["type"] == "union_tag_not_found":
+            message = f"missing key 'kind'; one of {_KINDS}"
         out.append(f"{source}:{line}: {_dotted(path)}: {message}")
     return "\n".join(out)
 

@@ -1,0 +1,87 @@
+"""`doctor examine` end to end on the bundled real model, through the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from doctor.cli import main
+
+SUITE = """\
+name: e2e
+eval: {corpus: auto, max_windows: 6, bootstrap: 200}
+checkups:
+  - id: rtn-w8
+    modification: {kind: quantize, method: rtn, bits: 8}
+    expect: {ppl_ratio: {max: 1.01}}
+    severity: high
+  - id: rtn-w2-g32
+    modification: {kind: quantize, method: rtn, bits: 2, group_size: 32}
+    expect: {ppl_ratio: {max: 1.5}}
+    severity: medium
+  - id: magnitude-2of4
+    modification: {kind: prune, method: magnitude, structure: nm, n: 2, m: 4}
+"""
+
+
+@pytest.fixture(scope="module")
+def examined(tmp_path_factory):
+    out = tmp_path_factory.mktemp("exam")
+    suite = out / "suite.yaml"
+    suite.write_text(SUITE)
+    result = CliRunner().invoke(main, ["examine", "--suite", str(suite), "--out", str(out / "r"), "--fail-on", "high"])
+    return result, out / "r"
+
+
+def test_demo_examination_writes_reports_and_gates(examined):
+    result, out = examined
+    assert result.exit_code == 0, result.output  # 2-bit misses a medium threshold, below --fail-on high
+    for name in ("results.json", "results.jsonl", "report.md", "report.html"):
+        assert (out / name).is_file()
+    exam = json.loads((out / "results.json").read_text())
+    assert exam["patient"]["id"] == "stories260k" and exam["patient"]["params"] == 260032
+    # literature protocol on TinyStories: a little under 4 (the per-story loss 1.2547 gives 3.5)
+    assert 3.0 < exam["baseline"]["metrics"]["ppl"]["value"] < 4.6
+    assert exam["baseline"]["text"]["seq_len"] == 512
+    by_id = {c["id"]: c for c in exam["checkups"]}
+    assert by_id["rtn-w8"]["metrics"]["ppl_ratio"]["value"] < 1.01
+    assert by_id["rtn-w8"]["metrics"]["kl_mean"]["value"] < 0.01
+    assert by_id["rtn-w2-g32"]["metrics"]["ppl_ratio"]["value"] > 2.0
+    assert by_id["rtn-w2-g32"]["verdict"] == "fail"
+    assert by_id["magnitude-2of4"]["realized"]["sparsity"] == pytest.approx(0.5, abs=1e-3)
+    assert "verdict:" in result.output
+
+
+def test_fail_on_medium_turns_the_threshold_miss_into_exit_1(examined, tmp_path):
+    _, out = examined
+    suite = tmp_path / "s.yaml"
+    suite.write_text(SUITE)
+    result = CliRunner().invoke(
+        main, ["examine", "--suite", str(suite), "--out", str(out), "--resume", "--fail-on", "medium"]
+    )
+    assert result.exit_code == 1, result.output
+    assert "reused" not in result.output  # progress goes to stderr, results to stdout
+
+
+def test_missing_model_is_one_line_exit_2(tmp_path):
+    result = CliRunner().invoke(main, ["examine", str(tmp_path / "nope"), "--suite", "quick"])
+    assert result.exit_code == 2
+    assert "no such model folder" in result.output and "Traceback" not in result.output
+
+
+def test_pickle_checkpoint_refused_without_flag(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04")
+    result = CliRunner().invoke(main, ["examine", str(tmp_path), "--suite", "quick"])
+    assert result.exit_code == 2
+    assert "--allow-pickle" in result.output
+
+
+def test_unreadable_model_folder_is_one_line(tmp_path):
+    (tmp_path / "config.json").write_text("{not json")
+    (tmp_path / "model.safetensors").write_bytes(b"garbage")
+    result = CliRunner().invoke(main, ["examine", str(tmp_path), "--suite", "quick"])
+    assert result.exit_code == 2
+    assert result.output.count("\n") <= 2 and "cannot load model" in result.output

@@ -1,0 +1,100 @@
+"""The examination loop: exact restore, failures recorded, results journaled and resumable."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from doctor import checkup_run, modifications
+from doctor.errors import DoctorError
+from doctor.runner import Options, examine
+from doctor.spec.checkup import Suite
+from tests.conftest import assert_bit_identical, state_snapshot
+
+SUITE = {
+    "name": "t",
+    "eval": {"corpus": "tinystories-valid", "max_windows": 3, "bootstrap": 50},
+    "calibration": {"corpus": "tinystories-calib", "samples": 4},
+    "checkups": [
+        {"id": "rtn4", "modification": {"kind": "quantize", "bits": 4, "group_size": 32},
+         "expect": {"ppl_ratio": {"max": 100}}},
+        {"id": "mag", "modification": {"kind": "prune", "sparsity": 0.5}, "expect": {"top1_agreement": {"min": 0.9999}},
+         "severity": "high"},
+        {"id": "nm", "modification": {"kind": "compose", "steps": [
+            {"kind": "prune", "structure": "nm", "n": 2, "m": 4}, {"kind": "quantize", "bits": 8}]}},
+    ],
+}
+
+
+def _options(tmp_path, **kw):
+    return Options(out_dir=tmp_path, use_predictor=False, **kw)
+
+
+def test_examination_restores_every_parameter_bit_for_bit(tiny_llama, tmp_path):
+    before = state_snapshot(tiny_llama.model)
+    exam = examine(tiny_llama, Suite.model_validate(SUITE), _options(tmp_path))
+    assert_bit_identical(tiny_llama.model, before)
+    assert [c.status for c in exam.checkups] == ["ok", "ok", "ok"]
+    assert exam.checkups[2].realized["sparsity"] > 0.49
+    # thresholds: rtn4 passes, mag fails (severity high) -> a finding and exit 1
+    assert [c.verdict for c in exam.checkups] == ["pass", "fail", "pass"]
+    assert exam.verdict == "findings" and exam.exit_code == 1
+    assert any(f.rule == "expect" and f.checkups == ["mag"] for f in exam.findings)
+
+
+def _nan_quantize(spec, ctx):
+    weight = ctx.patient.model.model.layers[0].mlp.down_proj.weight
+    ctx.undo.save_tensor(weight)
+    with torch.no_grad():
+        weight[0, 0] = float("nan")
+    return modifications.Applied()
+
+
+def test_nan_producing_modification_is_a_recorded_failure(tiny_llama, tmp_path, monkeypatch):
+    monkeypatch.setitem(modifications.IMPLEMENTATIONS, "quantize", f"{__name__}:_nan_quantize")
+    before = state_snapshot(tiny_llama.model)
+    exam = examine(tiny_llama, Suite.model_validate(SUITE), _options(tmp_path))
+    assert exam.checkups[0].status == "error" and "NaN" in exam.checkups[0].error
+    assert exam.checkups[1].status == "ok"  # the run went on
+    assert exam.verdict == "failed" and exam.exit_code == 1
+    assert_bit_identical(tiny_llama.model, before)
+
+
+def test_interrupted_examination_resumes_without_redoing_work(tiny_llama, tmp_path, monkeypatch):
+    suite = Suite.model_validate(SUITE)
+    real = checkup_run.run_checkup
+    calls = []
+
+    def interrupt_second(session, checkup):
+        calls.append(checkup.id)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(session, checkup)
+
+    monkeypatch.setattr("doctor.runner.run_checkup", interrupt_second)
+    with pytest.raises(KeyboardInterrupt):
+        examine(tiny_llama, suite, _options(tmp_path))
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and json.loads(lines[1])["id"] == "rtn4"
+
+    calls.clear()
+    monkeypatch.setattr("doctor.runner.run_checkup", lambda s, c: calls.append(c.id) or real(s, c))
+    exam = examine(tiny_llama, suite, _options(tmp_path, resume=True))
+    assert calls == ["mag", "nm"]
+    assert [c.id for c in exam.checkups] == ["rtn4", "mag", "nm"]
+
+
+def test_resume_refuses_a_different_examination(tiny_llama, tmp_path):
+    examine(tiny_llama, Suite.model_validate(SUITE), _options(tmp_path))
+    other = dict(SUITE, eval=dict(SUITE["eval"], max_windows=2))
+    with pytest.raises(DoctorError, match="cannot resume"):
+        examine(tiny_llama, Suite.model_validate(other), _options(tmp_path, resume=True))
+
+
+def test_gpt2_style_model_is_examined(tiny_gpt2, tmp_path):
+    before = state_snapshot(tiny_gpt2.model)
+    exam = examine(tiny_gpt2, Suite.model_validate(SUITE), _options(tmp_path))
+    assert all(c.status == "ok" for c in exam.checkups), [c.error for c in exam.checkups]
+    assert_bit_identical(tiny_gpt2.model, before)
