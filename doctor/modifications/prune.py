@@ -38,14 +38,19 @@ def apply(spec: PruneSpec, ctx: ApplyContext) -> Applied:
 
 
 def nm_mask(score: torch.Tensor, n: int, m: int) -> torch.Tensor:
-    """True where pruned: the `n` lowest scores in every group of `m` consecutive inputs of each row."""
+    """True where pruned: the `n` lowest scores in every group of `m` consecutive inputs of each row.
+
+    A ragged tail (in_features not a multiple of m, e.g. 172 with m=8) has no complete group and stays dense,
+    as N:M hardware formats cannot express it; realized sparsity is measured, so the report shows it.
+    """
     rows, cols = score.shape
-    if cols % m:
-        raise ValueError(f"{cols} input features are not divisible by m={m}")
-    groups = score.reshape(rows, cols // m, m)
-    idx = torch.topk(groups, n, dim=-1, largest=False).indices
-    mask = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, idx, True)
-    return mask.reshape(rows, cols)
+    full = cols - cols % m
+    mask = torch.zeros_like(score, dtype=torch.bool)
+    if full:
+        groups = score[:, :full].reshape(rows, full // m, m)
+        idx = torch.topk(groups, n, dim=-1, largest=False).indices
+        mask[:, :full] = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, idx, True).reshape(rows, full)
+    return mask
 
 
 def row_mask(score: torch.Tensor, sparsity: float) -> torch.Tensor:

@@ -1,0 +1,59 @@
+"""Wanda: prune by |W_ij| * ||X_j||_2, compared within each output row, no weight update.
+
+Sun, Liu, Bair, Kolter, 2024, "A Simple and Effective Pruning Approach for Large Language Models" (ICLR),
+arXiv:2306.11695; reference: locuslab/wanda `lib/prune.py` (`prune_wanda`) and `lib/layerwrapper.py`
+(`WrappedGPT`). The score of weight (i, j) is its magnitude times the L2 norm of input feature j over the
+calibration tokens; the comparison group is the output row (each row loses the same fraction), or for N:M
+every group of m consecutive inputs of a row loses its n lowest scores.
+
+One deviation from the reference: the layer pass is true-sequential (`doctor.compress.sequential`), so o_proj's
+statistics come from the already-pruned q/k/v, as GPTQ's `--true-sequential` does; the reference collects all
+linears of a block from the unpruned block at once.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from doctor.compress.collectors import InputNormCollector
+from doctor.compress.sequential import GroupJob, in_features, run_sequential
+from doctor.modifications.base import Applied, ApplyContext
+from doctor.modifications.prune import nm_mask, realized_sparsity, row_mask
+from doctor.spec.modification import PruneSpec
+
+
+def wanda_score(weight: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+    """|W| * ||X|| broadcast over rows: weight (out, in), norm (in,) -> (out, in)."""
+    return weight.abs() * norm.to(weight.device, weight.dtype).unsqueeze(0)
+
+
+def wanda_mask(score: torch.Tensor, spec: PruneSpec) -> torch.Tensor:
+    """True where pruned: per output row, or n of every m along the input dimension."""
+    if spec.structure == "nm":
+        return nm_mask(score, spec.n, spec.m)
+    return row_mask(score, spec.target_sparsity)
+
+
+def _collector(_name: str, module: nn.Module) -> InputNormCollector:
+    return InputNormCollector(in_features(module), device=module.weight.device)
+
+
+def apply_wanda(spec: PruneSpec, ctx: ApplyContext) -> Applied:
+    """One calibrated pass over the decoder layers; each layer reports its output error and realized sparsity."""
+    cal = ctx.calibration(spec.calibration)
+
+    def solve(job: GroupJob) -> dict[str, torch.Tensor]:
+        pruned = {}
+        for name, stats in job.stats.items():
+            w = job.weight(name)  # (out, in) float32
+            pruned[name] = w.masked_fill(wanda_mask(wanda_score(w, stats.norm), spec), 0.0)
+        return pruned
+
+    layers = run_sequential(
+        ctx.patient.model, cal.windows, solve, ctx.progress, undo=ctx.undo, make_collector=_collector
+    )
+    per_layer = realized_sparsity(ctx.patient.model)["sparsity_per_layer"]
+    for stat, sparsity in zip(layers, per_layer, strict=True):
+        stat.sparsity = sparsity
+    return Applied(layers=layers, calibration=cal.info)
