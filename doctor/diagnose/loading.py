@@ -6,6 +6,7 @@ Errors are one line each, `file:line: rule <id>: key.path: message`, from the sa
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from doctor.diagnose.conditions import TAG_PREFIXES
+from doctor.diagnose.conditions import OPERAND_KEYS, TAG_PREFIXES
 from doctor.diagnose.rule import Rule, check_rule
 from doctor.errors import ConfigError
 from doctor.resources import RULES_DIR
@@ -62,11 +63,23 @@ def _format(problems: list[tuple[tuple, str]], lines: dict[tuple, int], source: 
     return "\n".join(out)
 
 
+def _suggestion(err: dict) -> str:
+    """'did you mean' for a mistyped operand or condition key."""
+    known = {"operand": OPERAND_KEYS, "condition": ("all", "any", "not", "value")}.get(err["type"])
+    if not known or not isinstance(err.get("input"), dict):
+        return ""
+    for key in err["input"]:
+        close = difflib.get_close_matches(str(key), known, n=1)
+        if close:
+            return f" (did you mean '{close[0]}' instead of '{key}'?)"
+    return ""
+
+
 def _validation_problems(exc: ValidationError) -> list[tuple[tuple, str]]:
     problems = []
     for err in exc.errors():
         message = _MESSAGES.get(err["type"], err["msg"].removeprefix("Value error, "))
-        problems.append((_clean_loc(tuple(err["loc"])), message))
+        problems.append((_clean_loc(tuple(err["loc"])), message + _suggestion(err)))
     return problems
 
 
