@@ -62,3 +62,6 @@ from doctor.cli.report import diff, report  # noqa: E402
 
 main.add_command(report)
 main.add_command(diff)
+from doctor.cli.rules import rules  # noqa: E402
+
+main.add_command(rules)

@@ -216,7 +216,8 @@ class LayerProbe:
         rel_error: ||h_mod - h_base|| / ||h_base|| at the block's output (accumulated through the network);
         extra.local_error: the same for the modified block alone on the baseline's input; extra.attention_entropy
         and attention_entropy_shift (modified - baseline). Removed baseline blocks are reported with
-        removed = 1 and local_error = the error of skipping them; inserted blocks with inserted = 1.
+        removed = 1 and local_error = the error of skipping them; inserted blocks with inserted = 1, numbered
+        after the baseline's blocks (extra.position is where they sit in the modified model).
         """
         current = list(decoder_layers(model))
         matched = self.match(model)
@@ -262,9 +263,10 @@ class LayerProbe:
             entropy = running[j].entropy()
             if entropy is not None:
                 extra["attention_entropy"] = entropy
-            if base is None:
+            if base is None:  # numbered after the baseline's blocks so every `layer` stays unique
                 extra["inserted"] = 1.0
-                stats.append(LayerStat(layer=j, name=f"inserted at {j}", extra=extra))
+                index = len(self.layers) + sum(m is None for m in matched[:j])
+                stats.append(LayerStat(layer=index, name=f"inserted at position {j}", extra=extra))
                 continue
             seen.add(base)
             self._removed_before(base, seen, stats)

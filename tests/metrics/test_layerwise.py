@@ -1,0 +1,101 @@
+"""Layer probe: identity on the unmodified model, localisation of a single modified block, layer changes."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from doctor.compress.adapters import decoder_layers, layer_container
+from doctor.metrics.layerwise import LayerProbe, attention_entropy, outlier_ratio, summary
+from doctor.modifications.base import UndoLog
+from tests.conftest import tiny_gpt2_model, tiny_llama_model
+
+
+def windows(n: int = 2, seq: int = 24) -> torch.Tensor:
+    return torch.randint(3, 128, (n, seq), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(params=["llama", "gpt2"])
+def model(request):
+    if request.param == "llama":
+        return tiny_llama_model(layers=4)
+    return tiny_gpt2_model()
+
+
+def test_baseline_stats_are_in_range(model):
+    before = model.config._attn_implementation
+    probe = LayerProbe.capture(model, windows())
+    assert model.config._attn_implementation == before  # eager only while probing
+    stats = probe.baseline_stats()
+    assert [s.layer for s in stats] == list(range(len(decoder_layers(model))))
+    heads_max_entropy = math.log(windows().shape[1])
+    for s in stats:
+        assert 0.0 <= s.extra["block_influence"] <= 2.0
+        assert s.extra["outlier_ratio"] >= 1.0 and s.extra["outlier_max"] > 0
+        assert 0.0 <= s.extra["attention_entropy"] <= heads_max_entropy
+
+
+def test_unmodified_model_has_zero_error(model):
+    probe = LayerProbe.capture(model, windows())
+    stats = probe.compare(model)
+    assert all(s.rel_error == 0.0 and s.extra["local_error"] == 0.0 for s in stats)
+    assert all(s.extra["attention_entropy_shift"] == 0.0 for s in stats)
+    assert summary(stats)["layer_error_max"] == 0.0
+
+
+def test_a_perturbed_block_is_localised(model):
+    probe = LayerProbe.capture(model, windows())
+    target = 1
+    undo = UndoLog()
+    block = decoder_layers(model)[target]
+    weight = next(p for n, p in block.named_parameters() if p.dim() == 2 and "mlp" in n)
+    undo.save_tensor(weight)
+    with torch.no_grad():
+        weight.add_(torch.randn_like(weight) * weight.std() * 2)
+    stats = probe.compare(model)
+    undo.restore()
+    local = {s.layer: s.extra["local_error"] for s in stats}
+    assert max(local, key=local.get) == target
+    assert all(local[i] == 0.0 for i in local if i != target)
+    errors = {s.layer: s.rel_error for s in stats}
+    assert all(errors[i] == 0.0 for i in errors if i < target) and errors[target] > 0
+    assert all(s.rel_error == 0.0 for s in probe.compare(model))  # restored: back to identity
+
+
+def test_removed_and_inserted_blocks_are_reported():
+    model = tiny_llama_model(layers=4)
+    probe = LayerProbe.capture(model, windows())
+    owner, attr = layer_container(model)
+    blocks = list(getattr(owner, attr))
+    undo = UndoLog()
+    undo.set_attr(owner, attr, torch.nn.ModuleList([blocks[0], blocks[2], copy.deepcopy(blocks[2]), blocks[3]]))
+    undo.set_attr(model.config, "num_hidden_layers", 4)
+    stats = probe.compare(model)
+    undo.restore()
+    by_name = {s.name: s for s in stats}
+    assert by_name["layers.1 (removed)"].extra["removed"] == 1.0
+    assert by_name["layers.1 (removed)"].extra["local_error"] > 0
+    inserted = [s for s in stats if s.extra.get("inserted")]
+    assert len(inserted) == 1 and inserted[0].extra["position"] == 2.0 and inserted[0].layer == 4
+    assert "attention_entropy" in inserted[0].extra  # a copied block's own config is switched to eager too
+    assert by_name["layers.0"].rel_error == 0.0 and by_name["layers.2"].rel_error > 0
+    assert len({s.layer for s in stats}) == len(stats)
+
+
+def test_attention_entropy_of_uniform_and_one_hot_rows():
+    uniform = torch.full((1, 2, 3, 8), 1 / 8)
+    total, n = attention_entropy(uniform)
+    assert n == 6 and total / n == pytest.approx(math.log(8), rel=1e-5)
+    one_hot = torch.zeros(1, 1, 2, 4)
+    one_hot[..., 0] = 1
+    assert attention_entropy(one_hot)[0] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_outlier_ratio_detects_a_large_channel():
+    peaks = torch.ones(64)
+    assert outlier_ratio(peaks) == 1.0
+    peaks[5] = 50.0
+    assert outlier_ratio(peaks) == 50.0
