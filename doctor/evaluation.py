@@ -56,9 +56,12 @@ def _iter_batches(windows: torch.Tensor, batch_size: int):
         yield start, windows[start : start + batch_size]
 
 
-def _check_finite(logits: torch.Tensor, window: int) -> None:
-    if not torch.isfinite(logits).all():
+def _logsumexp_checked(logits: torch.Tensor, window: int) -> torch.Tensor:
+    """log Z per position; NaN or inf anywhere in a row makes it non-finite, so one check covers the logits."""
+    lse = torch.logsumexp(logits, dim=-1)
+    if not torch.isfinite(lse).all():
         raise NumericError(f"non-finite logits (NaN/inf) in evaluation window {window}")
+    return lse
 
 
 def baseline_pass(
@@ -90,14 +93,14 @@ def baseline_pass(
             if end <= start:
                 continue
             logits = logits[:, : end - start].cpu()
-            _check_finite(logits, b0)
-            logp = torch.log_softmax(logits, dim=-1)  # (B, t, V)
-            sums -= logp.gather(-1, targets[:, start:end, None]).squeeze(-1).sum(1).double()
-            argmax[b0:b1, start:end] = logp.argmax(-1)
+            lse = _logsumexp_checked(logits, b0)  # (B, t)
+            sums += (lse - logits.gather(-1, targets[:, start:end, None]).squeeze(-1)).sum(1).double()
+            argmax[b0:b1, start:end] = logits.argmax(-1)
             if full:
-                logp_all[b0:b1, start:end] = logp
+                torch.sub(logits, lse[..., None], out=logp_all[b0:b1, start:end])
             else:
-                values, idx = logp.topk(k, dim=-1)
+                values, idx = logits.topk(k, dim=-1)
+                values -= lse[..., None]
                 topk_logp[b0:b1, start:end], topk_idx[b0:b1, start:end] = values, idx
                 mass = values.exp().sum(-1).clamp(max=1.0)
                 tail[b0:b1, start:end] = torch.log1p(-mass.clamp(max=1 - 1e-7))
@@ -148,11 +151,11 @@ def compare_pass(
             if end <= start:
                 continue
             logits = logits[:, : end - start].cpu()
-            _check_finite(logits, b0)
-            logq = torch.log_softmax(logits, dim=-1)
-            sums -= logq.gather(-1, targets[:, start:end, None]).squeeze(-1).sum(1).double()
-            hits += (logq.argmax(-1) == cache.argmax[b0:b1, start:end]).sum(1).double()
+            lse = _logsumexp_checked(logits, b0)  # (B, t)
+            sums += (lse - logits.gather(-1, targets[:, start:end, None]).squeeze(-1)).sum(1).double()
+            hits += (logits.argmax(-1) == cache.argmax[b0:b1, start:end]).sum(1).double()
             if with_kl:
+                logq = logits - lse[..., None]
                 kl_tokens[b0:b1, start:end] = _kl_chunk(cache, logq, b0, b1, start, end).clamp(min=0.0)
         nll[b0:b1] = (sums / preds).numpy()
         agree[b0:b1] = (hits / preds).numpy()
