@@ -26,8 +26,9 @@ _DECIMALS: dict[str, int] = {
     "mean_length": 1,
     "generated_ppl": 3,
 }
-_SMALL_KEYS = ("kl_mean", "kl_median", "kl_p99", "layer_error_max", "layer_error_mean")
 
+_ENTITY = re.compile(r"&(?=#?[A-Za-z0-9]+;)")
+_TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
 _EDGE_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
 _LINK_BRACKET = re.compile(r"\](?=[(\[:])")
 
@@ -69,10 +70,10 @@ def number(value: Any, key: str = "") -> str:
         return "NaN"
     if math.isinf(value):
         return "inf" if value > 0 else "-inf"
+    if key == "params":
+        return f"{value:,.0f}"
     if key in _DECIMALS:
         return f"{value:.{_DECIMALS[key]}f}"
-    if key in _SMALL_KEYS or key == "":
-        return _general(value)
     return _general(value)
 
 
@@ -146,7 +147,10 @@ def _rounded(value: Any) -> Any:
 def md_escape(value: Any) -> str:
     """Text that Markdown (GitHub flavour) shows literally inside a table cell: no HTML, no pipes, one line."""
     text = "" if value is None else str(value)
-    text = text.replace("\\", "\\\\").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = text.replace("\\", "\\\\")
+    # Only what could start an HTML tag, comment or entity is escaped, so "ppl <= 1.1" stays readable.
+    text = _ENTITY.sub("&amp;", text)
+    text = _TAG_START.sub("&lt;", text)
     text = text.replace("|", "\\|").replace("`", "\\`").replace("*", "\\*")
     # Underscores inside words never emphasize (GFM), so only word-edge ones are escaped; same for link brackets.
     text = _EDGE_UNDERSCORE.sub(r"\\_", text)

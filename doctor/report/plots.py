@@ -112,7 +112,7 @@ def _band(ax, xs: list[float], cs: list[CheckupResult], key: str, color: str) ->
     rows = [(x, c.expected[key]) for x, c in zip(xs, cs, strict=True) if key in c.expected]
     if len(rows) < 2:
         for x, e in rows:
-            ax.vlines(x, e.lower, e.upper, color=color, alpha=0.5, linewidth=5)
+            ax.vlines(x, e.lower, e.upper, color=color, alpha=0.35, linewidth=3)
         return bool(rows)
     ax.fill_between([x for x, _ in rows], [e.lower for _, e in rows], [e.upper for _, e in rows],
                     color=color, alpha=BAND_ALPHA, linewidth=0)

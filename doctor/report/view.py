@@ -34,7 +34,9 @@ class MetricCell:
     label: str
     value: str
     interval: str
+    note: str  # sample size and what the number was measured over
     expected: str
+    expected_note: str
     residual: str
     threshold: str
     verdict: str  # "pass", "fail" or "" when no threshold applies
@@ -50,7 +52,7 @@ class CheckupRow:
     status: str
     verdict: str
     error: str
-    summary: list[str]
+    summary: list[tuple[str, str]]  # (value, interval) per overview column
     metrics: list[MetricCell]
     realized: Pairs
     text: str
@@ -115,6 +117,8 @@ class ReportView:
 
 def build_view(exam: Examination, plots: list[Plot] | None = None) -> ReportView:
     keys = [k for k in SUMMARY_KEYS if any(k in c.metrics for c in exam.checkups)]
+    if all(c.value("params_ratio") in (None, 1.0) for c in exam.checkups):
+        keys = [k for k in keys if k != "params_ratio"]  # nothing removed anywhere: the column says nothing
     return ReportView(
         title=f"model-doctor examination: {exam.patient.id}",
         model=exam.patient.id,
@@ -231,7 +235,7 @@ def _ordered(metrics: dict[str, Measurement]) -> list[tuple[str, Measurement]]:
 
 def _cell(key: str, m: Measurement, c: CheckupResult | None, threshold_text: tuple[str, str] | None) -> MetricCell:
     expected = c.expected.get(key) if c is not None else None
-    exp_text = residual = outside = ""
+    exp_text = exp_note = residual = outside = ""
     if expected is not None:
         exp_text = f"{fmt.number(expected.point, key)} {fmt.interval(expected.lower, expected.upper, key)}"
         if expected.residual is not None:
@@ -239,12 +243,13 @@ def _cell(key: str, m: Measurement, c: CheckupResult | None, threshold_text: tup
             if expected.z is not None:
                 residual += f" (z {expected.z:+.2f})"
         outside = expected.outside or ""
-        if not expected.in_domain:
-            exp_text += " (outside the predictor's domain)"
+        notes = [] if expected.in_domain else ["outside the predictor's domain"]
+        exp_note = "; ".join(notes + ([expected.warning] if expected.warning else []))
     bound, verdict = threshold_text or ("", "")
+    note = ", ".join(p for p in (f"n={m.n}" if m.n is not None else "", m.note or "") if p)
     return MetricCell(key=key, label=fmt.metric_label(key), value=fmt.number(m.value, key),
-                      interval=fmt.interval(m.lower, m.upper, key) + _note(m), expected=exp_text,
-                      residual=residual, threshold=bound, verdict=verdict, outside=outside)
+                      interval=fmt.interval(m.lower, m.upper, key), note=note, expected=exp_text,
+                      expected_note=exp_note, residual=residual, threshold=bound, verdict=verdict, outside=outside)
 
 
 def checkup_row(c: CheckupResult, summary_keys: list[str]) -> CheckupRow:
@@ -259,11 +264,9 @@ def checkup_row(c: CheckupResult, summary_keys: list[str]) -> CheckupRow:
     for key in summary_keys:
         m = c.metrics.get(key)
         if m is None:
-            summary.append("–")
-        elif key == "ppl_ratio":  # the headline number keeps its interval; the details table has the rest
-            summary.append(f"{fmt.number(m.value, key)} {fmt.interval(m.lower, m.upper, key)}".strip())
-        else:
-            summary.append(fmt.number(m.value, key))
+            summary.append(("–", ""))
+        else:  # only the headline ppl ratio keeps its interval here; the details table has all of them
+            summary.append((fmt.number(m.value, key), fmt.interval(m.lower, m.upper, key) if key == "ppl_ratio" else ""))
     skip = {"sparsity_per_layer"}
     return CheckupRow(
         id=c.id, description=c.description, modification=fmt.modification_summary(c.modification),

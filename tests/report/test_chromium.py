@@ -49,6 +49,10 @@ def test_report_renders_cleanly_at_desktop_and_print_widths(report_file: Path, t
             assert browser.evaluate("document.title").startswith("model-doctor examination")
             overflow = browser.evaluate("document.documentElement.scrollWidth - window.innerWidth")
             assert overflow <= 0, f"{name}: page is {overflow}px wider than the viewport"
+            if media == "print":  # paper cannot scroll: no table may be wider than its box
+                hidden = browser.evaluate("Math.max(0, ...[...document.querySelectorAll('.scroll')]"
+                                          ".map(e => e.scrollWidth - e.clientWidth))")
+                assert hidden <= 0, f"print: a table is {hidden}px wider than the page"
             drawn = browser.evaluate("[...document.querySelectorAll('figure svg')]"
                                      ".filter(s => s.getBoundingClientRect().width > 100).length")
             assert drawn == plots, f"{name}: {drawn} of {plots} plots drawn"

@@ -12,6 +12,7 @@ from doctor.errors import DoctorError
 from doctor.report import load_examination, render_reports, write_reports
 from doctor.report.format import md_escape
 from doctor.report.html import render_html
+from doctor.report.json import write_results
 from doctor.report.view import build_view
 from doctor.results import Examination
 
@@ -31,7 +32,9 @@ def _nasty_exam() -> Examination:
 
 
 def test_write_reports_writes_every_file(tmp_path: Path, exam: Examination) -> None:
+    exam.checkups = exam.checkups[:4]  # a quantization sweep is enough to get plot files
     written = write_reports(exam, tmp_path)
+    assert "plots/quant-ppl.svg" in written
     assert {"results.json", "report.md", "report.html"} <= set(written)
     for path in written.values():
         assert path.is_file() and path.stat().st_size > 0
@@ -53,8 +56,8 @@ def test_script_strings_are_escaped_in_html(nasty: dict[str, str]) -> None:
 
 def test_script_strings_are_text_in_markdown_and_plots(nasty: dict[str, str]) -> None:
     md = nasty["report.md"]
-    assert "<script" not in md.lower()
-    assert "&lt;script&gt;" in md
+    assert "<script" not in md.lower() and "</script" not in md.lower()
+    assert "&lt;script>" in md
     svgs = [text for name, text in nasty.items() if name.endswith(".svg")]
     assert any("&lt;script&gt;" in svg for svg in svgs), "the renamed checkup should appear in a plot"
     assert not any("<script" in svg for svg in svgs)
@@ -65,14 +68,17 @@ def test_markdown_escape_keeps_tables_intact() -> None:
     assert "\n" not in escaped
     assert "\\|" in escaped and "[x\\](" in escaped
     assert "snake_case" in escaped and "\\*y\\*" in escaped and "\\_z\\_" in escaped
+    assert md_escape("ppl <= 1.1 & x > 2") == "ppl <= 1.1 & x > 2"  # nothing here can become markup
+    assert md_escape("&lt;b&gt; <!-- c -->") == "&amp;lt;b&amp;gt; &lt;!-- c -->"  # entities stay literal
 
 
-def test_rerender_from_results_is_byte_identical(tmp_path: Path, exam: Examination) -> None:
-    first = write_reports(exam, tmp_path / "a")
-    again = write_reports(load_examination(first["results.json"]), tmp_path / "b")
-    assert set(first) == set(again)
-    for name, path in first.items():
-        assert path.read_bytes() == again[name].read_bytes(), name
+def test_rerender_from_results_is_byte_identical(tmp_path: Path, rendered: dict[str, str]) -> None:
+    """Markdown, HTML and plots rendered from results.json equal those rendered from the live record."""
+    path = write_results(build_examination(), tmp_path / "results.json")
+    again = render_reports(load_examination(path))
+    assert set(again) == set(rendered)
+    for name, text in rendered.items():
+        assert again[name].encode() == text.encode(), name
 
 
 def test_html_requests_nothing_external(rendered: dict[str, str]) -> None:
