@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from datetime import datetime, timedelta
 from typing import Any
 
 # How many decimals each metric deserves: ratios near 1 need 4, perplexities 3, sizes 2.
@@ -125,6 +126,15 @@ def duration(seconds: float | None) -> str:
         return f"{int(minutes)} min {rest:.0f} s"
     hours, minutes = divmod(minutes, 60)
     return f"{int(hours)} h {int(minutes)} min"
+
+
+def end_time(started: str, seconds: float) -> str:
+    """The ISO end time of something that started at `started` and took `seconds` ('–' if unparseable)."""
+    try:
+        start = datetime.fromisoformat(started)
+    except (TypeError, ValueError):
+        return "–"
+    return (start + timedelta(seconds=seconds)).isoformat(timespec="seconds")
 
 
 def value_text(value: Any) -> str:

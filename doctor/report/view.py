@@ -111,7 +111,7 @@ class ReportView:
     predictor: Pairs
     seeds: Pairs
     libraries: Pairs
-    timings: list[tuple[str, str, str, str]]
+    timings: list[tuple[str, str, str, str, str]]  # id, started, ended, duration, status
     plots: list[Plot] = field(default_factory=list)
 
 
@@ -136,7 +136,8 @@ def build_view(exam: Examination, plots: list[Plot] | None = None) -> ReportView
         predictor=[(str(k), fmt.value_text(v)) for k, v in sorted(exam.predictor.items())],
         seeds=[(k, str(v)) for k, v in sorted(exam.environment.seeds.items())],
         libraries=sorted(exam.environment.libraries.items()),
-        timings=[(c.id, c.started or "–", fmt.duration(c.duration_s), c.status) for c in exam.checkups],
+        timings=[(c.id, c.started or "–", fmt.end_time(c.started, c.duration_s), fmt.duration(c.duration_s), c.status)
+                 for c in exam.checkups],
         plots=plots or [],
     )
 
