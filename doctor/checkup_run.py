@@ -168,13 +168,10 @@ def merge_layers(applied: list[LayerStat], measured: list[LayerStat]) -> list[La
 
 
 def layer_summary(layers: list[LayerStat]) -> dict[str, Measurement]:
-    errors = [s.rel_error for s in layers if s.rel_error is not None]
-    if not errors:
-        return {}
-    return {
-        "layer_error_max": Measurement(value=max(errors), n=len(errors)),
-        "layer_error_mean": Measurement(value=sum(errors) / len(errors), n=len(errors)),
-    }
+    from doctor.metrics.layerwise import summary
+
+    n = sum(1 for s in layers if s.rel_error is not None)
+    return {key: Measurement(value=value, n=n) for key, value in summary(layers).items()}
 
 
 def accuracy_drops(tasks: dict[str, Measurement], baseline: dict[str, Measurement]) -> dict[str, Measurement]:

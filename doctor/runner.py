@@ -37,6 +37,7 @@ class Options:
     suite_path: str | None = None
     suite_sha256: str | None = None
     use_predictor: bool = True
+    rules: list | None = None  # rules loaded (and validated) before the model, to avoid reading them twice
 
 
 def state_sha256(model: torch.nn.Module) -> str:
@@ -157,11 +158,8 @@ def annotate(exam: Examination, options: Options) -> None:
             log.warning("predictor unavailable: %s", one_line(exc))
             exam.predictor = {"error": one_line(exc)}
     findings: list[Finding] = threshold_findings(exam)
-    try:
-        from doctor.diagnose import diagnose
+    from doctor.diagnose import diagnose
 
-        rule_findings, exam.rule_files = diagnose(exam, options.rule_dirs)
-        findings += rule_findings
-    except ImportError as exc:
-        log.warning("rules unavailable: %s", one_line(exc))
+    rule_findings, exam.rule_files = diagnose(exam, options.rule_dirs, rules=options.rules)
+    findings += rule_findings
     exam.findings = sorted(findings, key=lambda f: -SEVERITIES.index(f.severity))

@@ -30,13 +30,11 @@ def _device(name: str) -> str:
     return name
 
 
-def _preflight_rules(rule_dirs: list[Path]) -> None:
+def _preflight_rules(rule_dirs: list[Path]) -> list:
     """Malformed rule files are bad input: report them before any model is loaded."""
-    try:
-        from doctor.diagnose import load_rules
-    except ImportError:
-        return
-    load_rules(rule_dirs)
+    from doctor.diagnose import load_rules
+
+    return load_rules(rule_dirs)
 
 
 @click.command()
@@ -75,7 +73,7 @@ def examine(ctx: click.Context, model: str | None, suite: str, rule_dirs: tuple[
         loaded, path, sha = load_suite(suite)
         if max_windows is not None:
             loaded = loaded.model_copy(update={"eval": loaded.eval.model_copy(update={"max_windows": max_windows})})
-        _preflight_rules(list(rule_dirs))
+        rules = _preflight_rules(list(rule_dirs))
         device = _device(device)
         _quiet_transformers()
         patient = load_patient(model, device=device, dtype=dtype, allow_pickle=allow_pickle,
@@ -83,7 +81,7 @@ def examine(ctx: click.Context, model: str | None, suite: str, rule_dirs: tuple[
         out = out or _default_out(patient.facts.id)
         options = Options(out_dir=out, backend=backend, device=device, resume=resume, fail_on=fail_on,
                           rule_dirs=list(rule_dirs), suite_path=str(path), suite_sha256=sha,
-                          use_predictor=not no_predictor)
+                          use_predictor=not no_predictor, rules=rules)
         out.mkdir(parents=True, exist_ok=True)
         try:
             with Progress(len(loaded.checkups)) as progress:

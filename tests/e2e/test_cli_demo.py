@@ -85,3 +85,12 @@ def test_unreadable_model_folder_is_one_line(tmp_path):
     result = CliRunner().invoke(main, ["examine", str(tmp_path), "--suite", "quick"])
     assert result.exit_code == 2
     assert result.output.count("\n") <= 2 and "cannot load model" in result.output
+
+
+def test_malformed_user_rule_is_exit_2_before_loading(tmp_path):
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "bad.yaml").write_text("id: my-rule\ntitle: t\nwhen: {all: [{metric: ppl_ratio, op: '>>', value: 1}]}\n")
+    result = CliRunner().invoke(main, ["examine", str(tmp_path / "no-model"), "--rules", str(rules)])
+    assert result.exit_code == 2
+    assert "bad.yaml" in result.output and "no such model" not in result.output
