@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from doctor.report.html import render_html
-from doctor.report.json import ResultsFileError, load_examination, write_results, write_text_atomic
+from doctor.report.json import ResultsFileError, load_examination, roundtrip, write_results, write_text_atomic
 from doctor.report.markdown import render_markdown
 from doctor.report.plots import make_plots
 from doctor.report.view import build_view
@@ -33,7 +33,8 @@ def write_reports(exam: Examination, out_dir: Path, *, results: bool = True) -> 
     """
     out_dir = Path(out_dir)
     written = {"results.json": write_results(exam, out_dir / "results.json")} if results else {}
-    for name, text in render_reports(exam).items():
+    # Render what results.json holds, so `doctor report results.json` reproduces these files byte for byte.
+    for name, text in render_reports(roundtrip(exam)).items():
         written[name] = write_text_atomic(out_dir / name, text)
     log.info("report written to %s", out_dir / "report.html")
     return written

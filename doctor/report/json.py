@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -41,7 +43,27 @@ def _umask() -> int:
 
 
 def dump_examination(exam: Examination) -> str:
-    return exam.model_dump_json(indent=2) + "\n"
+    """Standard JSON; non-finite floats become the strings "Infinity", "-Infinity" and "NaN".
+
+    Pydantic would write them as null, which no longer loads as a float; pydantic reads these strings back as
+    floats, and strict JSON readers still parse the file.
+    """
+    return json.dumps(_finite_json(exam.model_dump(mode="json")), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def _finite_json(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _finite_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_json(v) for v in value]
+    return value
+
+
+def roundtrip(exam: Examination) -> Examination:
+    """The examination exactly as a re-render will read it back from results.json."""
+    return Examination.model_validate_json(dump_examination(exam))
 
 
 def write_results(exam: Examination, path: Path) -> Path:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from doctor.report.format import md_escape
 from doctor.report.html import render_html
 from doctor.report.json import write_results
 from doctor.report.view import build_view
-from doctor.results import Examination
+from doctor.results import Examination, Measurement
 
 NASTY = '<script>alert("x")</script>'
 
@@ -128,3 +130,19 @@ def test_load_errors_are_one_line(tmp_path: Path, content: str | None, expected:
         load_examination(path)
     message = str(info.value)
     assert expected in message and "\n" not in message and str(path) in message
+
+
+def test_non_finite_values_survive_results_json(tmp_path: Path) -> None:
+    exam = build_examination()
+    exam.checkups = exam.checkups[:2]
+    exam.checkups[1].metrics["kl_p99"] = Measurement(value=math.inf)
+    exam.findings[0].evidence["z"] = -math.inf
+    exam.checkups[0].metrics["kl_median"] = Measurement(value=math.nan)
+    first = write_reports(exam, tmp_path / "a")
+    text = first["results.json"].read_text()
+    json.loads(text, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
+    loaded = load_examination(first["results.json"])
+    assert loaded.checkups[1].metrics["kl_p99"].value == math.inf
+    assert math.isnan(loaded.checkups[0].metrics["kl_median"].value)
+    again = write_reports(loaded, tmp_path / "b")
+    assert again["report.md"].read_bytes() == first["report.md"].read_bytes()
