@@ -13,7 +13,8 @@ SCHEMA_VERSION = 1
 
 
 class Record(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN/inf survive a JSON round trip as strings (a null would not load back as a float)
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="strings")
 
 
 class ModelFacts(Record):
