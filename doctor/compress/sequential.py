@@ -43,7 +43,7 @@ class GroupJob:
     layer: nn.Module
     names: list[str]
     modules: dict[str, nn.Module]
-    stats: dict[str, Collector]  # read only: the error report reuses Hessians after the solver returns
+    stats: dict[str, Collector]  # read only (linears with one input share a collector; errors reuse Hessians)
     inputs: LayerInputs  # the layer's calibration inputs, to run sub-modules (AWQ's output search)
     undo: UndoLog  # for anything the solver changes itself besides the returned weights
     extra: dict[str, float] = field(default_factory=dict)  # facts merged into the layer's LayerStat.extra
@@ -72,12 +72,21 @@ def collect(
     stats = {name: c for name, m in modules.items() if (c := make_collector(name, m)) is not None}
     if not stats:
         return stats
-    seen: set[str] = set()
+    seen: dict[str, torch.Tensor] = {}
+    shares: dict[str, str] = {}  # linears fed the very same tensor (q/k/v, gate/up) share one collector
+    first_batch = True
 
     def hook_for(name: str) -> Callable[..., None]:
         def hook(_module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
-            stats[name].add(first_input(args, kwargs))
-            seen.add(name)
+            x = first_input(args, kwargs)
+            source = next((n for n, t in seen.items() if t is x and type(stats[n]) is type(stats[name])), None)
+            if first_batch and source is not None:
+                shares[name] = source
+            elif shares.get(name) != source:
+                raise RuntimeError(f"{name} shared its input with {source} in one batch but not in another")
+            if source is None:
+                stats[name].add(x)
+            seen[name] = x
             if len(seen) == len(stats):
                 stop_forward()
 
@@ -87,6 +96,8 @@ def collect(
         for i in range(len(inputs)):
             seen.clear()
             run_until_stopped(inputs.call, layer, i)
+            first_batch = False
+    stats.update({name: stats[source] for name, source in shares.items()})
     missing = [name for name, c in stats.items() if c.tokens == 0]
     if missing:
         log.warning("layer inputs never reached %s; they keep their weights", ", ".join(missing))

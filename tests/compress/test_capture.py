@@ -17,7 +17,7 @@ from doctor.compress.collectors import (
 )
 from doctor.compress.hooks import forward_hooks
 from doctor.compress.quantizer import quantize_rtn
-from doctor.compress.sequential import in_features, run_sequential
+from doctor.compress.sequential import collect, in_features, run_sequential
 from doctor.modifications.base import UndoLog
 from doctor.spec.modification import CalibrationSpec
 
@@ -139,13 +139,15 @@ def test_each_linear_is_calibrated_on_inputs_of_the_modified_model(make_model) -
     windows = _windows()
     seen: dict[str, InputCollector] = {}
 
+    def solver(job):
+        seen.update({f"{id(job.modules[n])}": job.stats[n] for n in job.names})
+        return _rtn_solver(job)
+
     def keep(name, module):
-        key = f"{id(module)}"
-        seen[key] = InputCollector(in_features(module))
-        return seen[key]
+        return InputCollector(in_features(module))
 
     original = _linear_inputs(model, windows)
-    run_sequential(model, windows, _rtn_solver, undo=UndoLog(), make_collector=keep, batch_tokens=32)
+    run_sequential(model, windows, solver, undo=UndoLog(), make_collector=keep, batch_tokens=32)
     final = _linear_inputs(model, windows)
     changed = 0
     for key, collector in seen.items():
@@ -234,3 +236,15 @@ def test_rtn_weights_through_sequential_are_written_in_module_layout() -> None:
         for module in block_linears(layer).values():
             w = linear_weight(module)
             assert len(w[0, :16].unique()) <= 4  # 2 bits, first group of the first row
+
+
+def test_linears_reading_one_tensor_share_a_collector() -> None:
+    model = tiny_llama_model()
+    layer = decoder_layers(model)[0]
+    inputs = capture_layer_inputs(model, _windows(), batch_tokens=32)
+    linears = block_linears(layer)
+    stats = collect(layer, inputs, linears, _hessian)
+    assert stats["self_attn.q_proj"] is stats["self_attn.k_proj"] is stats["self_attn.v_proj"]
+    assert stats["mlp.gate_proj"] is stats["mlp.up_proj"]
+    distinct = {id(c) for c in stats.values()}
+    assert len(distinct) == 4 and all(c.tokens == inputs.tokens for c in stats.values())

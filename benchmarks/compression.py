@@ -1,0 +1,209 @@
+"""Cost of the calibrated compression methods, as multiples of one evaluation pass.
+
+For the bundled demo model and a random 8-layer, hidden-512 Llama with a 32K vocabulary, each method runs in its
+own child process (so peak memory is not hidden by memory an earlier method freed) on calibration windows with
+as many tokens as the evaluation windows. One pass = a plain `model(input_ids)` loop over those evaluation
+windows, timed in the same process. Reported: the method's time, time per decoder layer, the time in passes,
+and peak resident memory above the loaded model (on CUDA: peak allocated memory above the model).
+
+    python -m benchmarks.compression            # both models, GPTQ and AWQ (plus Wanda/SparseGPT if present)
+    python benchmarks/compression.py --quick    # fewer windows
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+METHODS = {
+    "gptq": {"kind": "quantize", "method": "gptq", "bits": 4, "group_size": 32},
+    "awq": {"kind": "quantize", "method": "awq", "bits": 4, "group_size": 32},
+    "wanda": {"kind": "prune", "method": "wanda", "structure": "unstructured", "sparsity": 0.5},
+    "sparsegpt": {"kind": "prune", "method": "sparsegpt", "structure": "unstructured", "sparsity": 0.5},
+}
+MODELS = ("demo", "random-8x512")
+
+
+def _rss_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+class PeakMemory:
+    """Peak memory of a phase above its start: CUDA allocator stats, or Linux VmHWM reset via clear_refs."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+
+    def __enter__(self) -> PeakMemory:
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.start = torch.cuda.memory_allocated()
+        else:
+            with contextlib.suppress(OSError):
+                Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+            self.start = _rss_kib("VmRSS") * 1024
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+            peak = torch.cuda.max_memory_allocated()
+        else:
+            peak = _rss_kib("VmHWM") * 1024
+        self.mib = max(0, peak - self.start) / 2**20
+
+
+def _random_llama(device: torch.device):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=32000, hidden_size=512, intermediate_size=1376, num_hidden_layers=8, num_attention_heads=8,
+        num_key_value_heads=4, max_position_embeddings=2048, tie_word_embeddings=False,
+    )
+    return LlamaForCausalLM(config).eval().to(device)
+
+
+def _setup(name: str, windows: int, seq_len: int, device: torch.device):
+    """Model, evaluation windows and calibration windows with the same token count."""
+    from doctor.patient import Patient, extract_facts, load_patient
+    from doctor.texts import calibration_windows, eval_windows, resolve_corpus, tokenize
+
+    if name == "demo":
+        patient = load_patient(None)
+        patient.model.to(device)
+        ids = tokenize(resolve_corpus("auto", demo=True, purpose="eval"), patient.tokenizer)
+        calib = tokenize(resolve_corpus("auto", demo=True, purpose="calibration"), patient.tokenizer)
+        return patient, eval_windows(ids, seq_len, windows), calibration_windows(calib, windows, seq_len, 0)
+    model = _random_llama(device)
+    patient = Patient(model=model, tokenizer=None, facts=extract_facts(model, name), source=name)
+    gen = torch.Generator().manual_seed(0)
+    return patient, *(torch.randint(3, 32000, (windows, seq_len), generator=gen) for _ in range(2))
+
+
+def _eval_pass(model, windows: torch.Tensor, device: torch.device) -> float:
+    start = time.perf_counter()
+    with torch.no_grad():
+        for window in windows:
+            model(window.unsqueeze(0).to(device))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def _context(patient, calib: torch.Tensor):
+    from doctor.modifications.base import ApplyContext, Calibration, UndoLog
+    from doctor.results import TextInfo
+    from doctor.texts import ids_sha256
+
+    info = TextInfo(
+        corpus="benchmark", tokens=int(calib.numel()), windows=calib.shape[0], seq_len=calib.shape[1], seed=0,
+        ids_sha256=ids_sha256(calib),
+    )
+    calibration = Calibration(windows=calib, info=info)
+    return ApplyContext(patient=patient, undo=UndoLog(), calibration=lambda spec: calibration, out_dir=Path("."))
+
+
+def child(model_name: str, method: str, windows: int, seq_len: int, device_name: str) -> dict:
+    """One measurement, run in its own process; returns a JSON-able row."""
+    from pydantic import TypeAdapter
+
+    from doctor.modifications import apply_modification
+    from doctor.spec.modification import Modification
+
+    device = torch.device(device_name)
+    patient, evals, calib = _setup(model_name, windows, seq_len, device)
+    layers = patient.facts.layers
+    row = {"model": model_name, "method": method, "layers": layers, "tokens": int(evals.numel())}
+    if method == "eval":
+        with PeakMemory(device) as memory:
+            first = _eval_pass(patient.model, evals, device)
+        times = [first] + [_eval_pass(patient.model, evals, device) for _ in range(2)]
+        return {**row, "seconds": statistics.median(times), "passes": 1.0, "peak_mib": memory.mib}
+    spec = TypeAdapter(Modification).validate_python(METHODS[method])
+    ctx = _context(patient, calib)
+    with PeakMemory(device) as memory:
+        start = time.perf_counter()
+        applied = apply_modification(spec, ctx)
+        seconds = time.perf_counter() - start
+    ctx.undo.restore()
+    one_pass = statistics.median(_eval_pass(patient.model, evals, device) for _ in range(3))
+    per_layer = [s.seconds for s in applied.layers if s.seconds is not None]
+    return {
+        **row, "seconds": seconds, "passes": seconds / one_pass, "peak_mib": memory.mib,
+        "per_layer_s": statistics.mean(per_layer) if per_layer else None, "pass_s": one_pass,
+    }
+
+
+def _available(method: str) -> bool:
+    return importlib.util.find_spec(f"doctor.compress.{method}") is not None
+
+
+def _run_child(model: str, method: str, args: argparse.Namespace) -> dict | None:
+    command = [sys.executable, "-m", "benchmarks.compression", "--child", model, method, "--windows",
+               str(args.windows), "--seq-len", str(args.seq_len), "--device", args.device]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    if done.returncode:
+        tail = done.stderr.strip().splitlines()[-1:] or ["failed"]
+        print(f"  {model} {method}: {tail[0]}", file=sys.stderr)
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _table(rows: list[dict]) -> str:
+    header = f"{'model':<14} {'method':<10} {'layers':>6} {'tokens':>7} {'seconds':>8} {'s/layer':>8} {'passes':>7} {'peak MiB':>9}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        per_layer = f"{r['per_layer_s']:.3f}" if r.get("per_layer_s") else "-"
+        lines.append(
+            f"{r['model']:<14} {r['method']:<10} {r['layers']:>6} {r['tokens']:>7} {r['seconds']:>8.2f} "
+            f"{per_layer:>8} {r['passes']:>7.2f} {r['peak_mib']:>9.1f}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--windows", type=int, default=8, help="evaluation windows (= calibration samples)")
+    parser.add_argument("--seq-len", type=int, default=512)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="4 windows of 256 tokens")
+    parser.add_argument("--child", nargs=2, metavar=("MODEL", "METHOD"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.windows, args.seq_len = 4, 256
+    if args.child:
+        print(json.dumps(child(*args.child, args.windows, args.seq_len, args.device)))
+        return 0
+    rows = []
+    for model in args.models:
+        for method in ["eval"] + [m for m in args.methods if _available(m)]:
+            print(f"measuring {model} {method} ...", file=sys.stderr, flush=True)
+            row = _run_child(model, method, args)
+            if row is not None:
+                rows.append(row)
+    print(f"one pass = plain model(input_ids) loop over {args.windows} windows x {args.seq_len} tokens on "
+          f"{args.device}; calibration uses as many tokens; peak MiB above the loaded model")
+    print(_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    if __package__ in (None, ""):  # run as a script: make `benchmarks.compression` importable for the children
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.exit(main())
