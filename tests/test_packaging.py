@@ -31,3 +31,12 @@ def test_wheel_contains_the_built_in_files(tmp_path):
     expected |= {f"doctor/tasks/data/{p.name}" for p in (ROOT / "doctor" / "tasks" / "data").glob("*.jsonl")}
     assert not expected - names, sorted(expected - names)
     assert not [n for n in names if n.endswith((".bin", ".pkl", ".pt"))]
+
+
+def test_every_code_folder_is_a_package():
+    """find_packages skips a folder without __init__.py, and an installed doctor then fails to import."""
+    missing = [
+        str(d.relative_to(ROOT)) for d in (ROOT / "doctor").rglob("*")
+        if d.is_dir() and d.name != "__pycache__" and any(d.glob("*.py")) and not (d / "__init__.py").exists()
+    ]
+    assert not missing

@@ -80,7 +80,7 @@ def examine(ctx: click.Context, model: str | None, suite: str, rule_dirs: tuple[
                                trust_remote_code=trust_remote_code)
         out = out or _default_out(patient.facts.id)
         options = Options(out_dir=out, backend=backend, device=device, resume=resume, fail_on=fail_on,
-                          rule_dirs=list(rule_dirs), suite_path=str(path), suite_sha256=sha,
+                          rule_dirs=list(rule_dirs), suite_path=_suite_label(path), suite_sha256=sha,
                           use_predictor=not no_predictor, rules=rules)
         out.mkdir(parents=True, exist_ok=True)
         try:
@@ -96,6 +96,13 @@ def examine(ctx: click.Context, model: str | None, suite: str, rule_dirs: tuple[
         paths = write_reports(exam, out)
     _summary(exam, paths)
     sys.exit(exam.exit_code)
+
+
+def _suite_label(path: Path) -> str:
+    """Built-in suites are named as such, so reports do not carry this machine's install path."""
+    from doctor.resources import CHECKUPS_DIR
+
+    return f"builtin:{path.name}" if path.resolve().parent == CHECKUPS_DIR.resolve() else str(path)
 
 
 def _quiet_transformers() -> None:

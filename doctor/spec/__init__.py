@@ -1,0 +1,1 @@
+"""Pydantic specs of suites, checkups and modifications, and their YAML loading."""
