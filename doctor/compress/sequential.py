@@ -171,12 +171,14 @@ def run_sequential(
     propagate: Literal["modified", "original"] = "modified",
     measure_error: bool = True,
     batch_tokens: int = 4096,
+    groups: Callable[[nn.Module], list[list[str]]] = sequential_groups,
 ) -> list[LayerStat]:
     """Calibrate and modify every decoder layer in order; returns one LayerStat per layer.
 
     `solve_group(job)` returns new (out, in) weights for some of `job.names` (written here, through `undo`);
     `finish_layer(job)`, if given, runs once per layer after all groups with every linear of the layer and no
-    statistics (AWQ rounds there). `windows` are (samples, seq_len) token ids.
+    statistics (AWQ rounds there). `windows` are (samples, seq_len) token ids. `groups(layer)` orders the
+    linears (default: true-sequential; one group of all linears collects the whole block at once).
     """
     progress = progress or (lambda message: None)
     inputs = capture_layer_inputs(model, windows, batch_tokens)
@@ -187,7 +189,7 @@ def run_sequential(
         state = _LayerState(index, layer, undo)
         original = inputs.run(layer) if propagate == "original" else None
         linears = block_linears(layer)
-        for names in sequential_groups(layer):
+        for names in groups(layer):
             modules = {n: linears[n] for n in names}
             stats = collect(layer, inputs, modules, make_collector)
             job = GroupJob(index, layer, list(names), modules, stats, inputs, undo, state.extra)

@@ -12,7 +12,8 @@ update), and the block's accumulated error into all later columns at once.
 
 Deviations from the reference: exactly int(numel * sparsity) weights per block are pruned (the reference's
 `<= threshold` can take ties); N:M groups are aligned to absolute columns (the block size is rounded to a
-multiple of m), and a ragged tail of fewer than m columns stays dense (see `prune.nm_mask`).
+multiple of m), and a ragged tail of fewer than m columns stays dense (see `prune.nm_mask`). Like the
+reference, a block's linears are calibrated together unless `true_sequential` is set.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch import nn
 
 from doctor.compress.collectors import HessianCollector
 from doctor.compress.sequential import GroupJob, in_features, run_sequential
+from doctor.compress.wanda import layer_groups
 from doctor.modifications.base import Applied, ApplyContext
 from doctor.modifications.prune import realized_sparsity
 from doctor.spec.modification import PruneSpec
@@ -110,7 +112,8 @@ def apply_sparsegpt(spec: PruneSpec, ctx: ApplyContext) -> Applied:
         return {name: sparsegpt_prune(job.weight(name), stats.H, **options)[0] for name, stats in job.stats.items()}
 
     layers = run_sequential(
-        ctx.patient.model, cal.windows, solve, ctx.progress, undo=ctx.undo, make_collector=_collector
+        ctx.patient.model, cal.windows, solve, ctx.progress, undo=ctx.undo, make_collector=_collector,
+        groups=layer_groups(spec),
     )
     per_layer = realized_sparsity(ctx.patient.model)["sparsity_per_layer"]
     for stat, sparsity in zip(layers, per_layer, strict=True):

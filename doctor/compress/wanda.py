@@ -6,16 +6,19 @@ arXiv:2306.11695; reference: locuslab/wanda `lib/prune.py` (`prune_wanda`) and `
 calibration tokens; the comparison group is the output row (each row loses the same fraction), or for N:M
 every group of m consecutive inputs of a row loses its n lowest scores.
 
-One deviation from the reference: the layer pass is true-sequential (`doctor.compress.sequential`), so o_proj's
-statistics come from the already-pruned q/k/v, as GPTQ's `--true-sequential` does; the reference collects all
-linears of a block from the unpruned block at once.
+As in the reference, every linear of a block is scored from the same (unpruned-block) inputs, and the next
+block is calibrated on the pruned block's outputs; `true_sequential: true` instead scores o_proj on the outputs
+of the already-pruned q/k/v, and so on (GPTQ's and SparseGPT's `--true-sequential`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
+from doctor.compress.adapters import block_linears, sequential_groups
 from doctor.compress.collectors import InputNormCollector
 from doctor.compress.sequential import GroupJob, in_features, run_sequential
 from doctor.modifications.base import Applied, ApplyContext
@@ -35,6 +38,13 @@ def wanda_mask(score: torch.Tensor, spec: PruneSpec) -> torch.Tensor:
     return row_mask(score, spec.target_sparsity)
 
 
+def layer_groups(spec: PruneSpec) -> Callable[[nn.Module], list[list[str]]]:
+    """True-sequential groups, or one group of every linear (the whole block calibrated at once)."""
+    if spec.true_sequential:
+        return sequential_groups
+    return lambda layer: [list(block_linears(layer))]
+
+
 def _collector(_name: str, module: nn.Module) -> InputNormCollector:
     return InputNormCollector(in_features(module), device=module.weight.device)
 
@@ -51,7 +61,8 @@ def apply_wanda(spec: PruneSpec, ctx: ApplyContext) -> Applied:
         return pruned
 
     layers = run_sequential(
-        ctx.patient.model, cal.windows, solve, ctx.progress, undo=ctx.undo, make_collector=_collector
+        ctx.patient.model, cal.windows, solve, ctx.progress, undo=ctx.undo, make_collector=_collector,
+        groups=layer_groups(spec),
     )
     per_layer = realized_sparsity(ctx.patient.model)["sparsity_per_layer"]
     for stat, sparsity in zip(layers, per_layer, strict=True):

@@ -49,6 +49,11 @@ class PruneSpec(Spec):
     m: int | None = Field(None, ge=2)
     damp: float = Field(0.01, gt=0, lt=1)
     block_size: int = Field(128, ge=1)
+    true_sequential: bool = Field(
+        False,
+        description="wanda/sparsegpt: calibrate q/k/v, o, gate/up, down in turn on already-pruned outputs; "
+        "default: every linear of a block from the same inputs, as both reference implementations",
+    )
     head_unit: Literal["kv_group", "query"] = Field(
         "kv_group",
         description="heads: remove whole KV groups (a KV head with its query heads) or query heads within groups",
@@ -71,6 +76,8 @@ class PruneSpec(Spec):
                 raise ValueError(f"structure '{self.structure}' needs a sparsity in (0, 1)")
         if self.structure in ("heads", "channels") and self.method == "sparsegpt":
             raise ValueError("structured pruning ranks by 'magnitude' or 'wanda' importance, not 'sparsegpt'")
+        if self.true_sequential and (self.method == "magnitude" or self.structure in ("heads", "channels")):
+            raise ValueError("true_sequential applies only to wanda and sparsegpt unstructured or N:M pruning")
         if self.head_unit != "kv_group" and self.structure != "heads":
             raise ValueError(f"head_unit applies only to structure 'heads', not '{self.structure}'")
         return self

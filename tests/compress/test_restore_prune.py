@@ -15,6 +15,7 @@ SPECS = {
     "wanda-50": {"kind": "prune", "method": "wanda", "sparsity": 0.5},
     "wanda-2:4": {"kind": "prune", "method": "wanda", "structure": "nm", "n": 2, "m": 4},
     "sparsegpt-60": {"kind": "prune", "method": "sparsegpt", "sparsity": 0.6},
+    "sparsegpt-true-sequential": {"kind": "prune", "method": "sparsegpt", "sparsity": 0.5, "true_sequential": True},
     "sparsegpt-4:8": {"kind": "prune", "method": "sparsegpt", "structure": "nm", "n": 4, "m": 8},
     "heads-magnitude": {"kind": "prune", "structure": "heads", "sparsity": 0.5},
     "heads-wanda": {"kind": "prune", "method": "wanda", "structure": "heads", "sparsity": 0.5},

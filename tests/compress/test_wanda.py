@@ -61,30 +61,51 @@ def test_row_mask_prunes_the_lowest_fraction_of_every_row(rows, cols, sparsity, 
     assert (score.masked_fill(~mask, -1).amax(1) <= score.masked_fill(mask, 2).amin(1)).all()
 
 
-def _calibration_norm_of_first_inputs(patient, windows) -> torch.Tensor:
-    """||X_j|| of layer 0's q_proj inputs, from a hook on the unmodified model."""
-    total = []
-    module = decoder_layers(patient.model)[0].self_attn.q_proj
-    handle = module.register_forward_pre_hook(lambda _m, args: total.append(args[0].reshape(-1, args[0].shape[-1])))
+def _norms_on_unpruned_model(patient, windows, names) -> dict[str, torch.Tensor]:
+    """||X_j|| of the inputs of layer 0's linears `names`, from hooks on the unmodified model."""
+    seen: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    attn = decoder_layers(patient.model)[0].self_attn
+    handles = [
+        getattr(attn, n).register_forward_pre_hook(lambda _m, args, n=n: seen[n].append(args[0].flatten(0, -2)))
+        for n in names
+    ]
     try:
         with torch.no_grad():
             patient.model(input_ids=windows, use_cache=False)
     finally:
-        handle.remove()
-    return torch.cat(total).pow(2).sum(0).sqrt()
+        for h in handles:
+            h.remove()
+    return {n: torch.cat(x).pow(2).sum(0).sqrt() for n, x in seen.items()}
 
 
-@pytest.mark.parametrize("spec", [PruneSpec(method="wanda", sparsity=0.5), PruneSpec(method="wanda", structure="nm", n=2, m=4)])
-def test_first_group_mask_matches_scores_from_calibration(tiny_llama, tmp_path, spec):
+@pytest.mark.parametrize(
+    "spec",
+    [
+        PruneSpec(method="wanda", sparsity=0.5),
+        PruneSpec(method="wanda", structure="nm", n=2, m=4),
+        PruneSpec(method="wanda", sparsity=0.5, true_sequential=True),
+    ],
+)
+def test_layer_zero_masks_match_scores_from_calibration(tiny_llama, tmp_path, spec):
+    """q/k see the same inputs either way; o_proj sees unpruned attention unless true_sequential is set."""
     ctx = make_context(tiny_llama, tmp_path)
-    norm = _calibration_norm_of_first_inputs(tiny_llama, ctx.calibration(None).windows)
+    names = ("q_proj", "k_proj", "o_proj")
+    norms = _norms_on_unpruned_model(tiny_llama, ctx.calibration(None).windows, names)
     attn = decoder_layers(tiny_llama.model)[0].self_attn
-    expected = {n: wanda_mask(wanda_score(getattr(attn, n).weight.detach(), norm), spec) for n in ("q_proj", "k_proj")}
+    expected = {n: wanda_mask(wanda_score(getattr(attn, n).weight.detach(), norms[n]), spec) for n in names}
     applied = apply(spec, ctx)
     for name, mask in expected.items():
-        assert torch.equal(getattr(attn, name).weight == 0, mask), name
+        same = torch.equal(getattr(attn, name).weight == 0, mask)
+        assert same != (spec.true_sequential and name == "o_proj"), name
     assert applied.calibration is not None and applied.calibration.windows == 8
     ctx.undo.restore()
+
+
+def test_true_sequential_is_only_for_calibrated_unstructured_or_nm():
+    with pytest.raises(ValueError, match="true_sequential"):
+        PruneSpec(method="magnitude", sparsity=0.5, true_sequential=True)
+    with pytest.raises(ValueError, match="true_sequential"):
+        PruneSpec(method="wanda", structure="heads", sparsity=0.5, true_sequential=True)
 
 
 @pytest.mark.parametrize("patient", ["tiny_llama", "tiny_gpt2", "demo_patient"])
