@@ -6,7 +6,8 @@ Transformers", ICLR 2023 (reference code: IST-DASLab/gptq, `gptq.py` `fasterquan
 For a linear layer with calibration inputs X, GPTQ minimises ||WX - QX||^2 column by column: each column is
 rounded, and its rounding error, divided by the pivot of the inverse Hessian, is pushed onto the columns not yet
 quantized. The inverse comes from the upper Cholesky factor of (H + damp * mean(diag H) I)^-1, H = 2 X X^T.
-Updates are applied lazily in blocks of `block_size` columns (exact, only faster). Options as upstream:
+Updates are applied lazily in blocks of `block_size` columns (exact, only faster). Rows are independent given H,
+so linears reading the same input (q/k/v, gate/up) are solved together as one stacked matrix. Options as upstream:
 - dead inputs (diag H = 0) are zeroed and given a unit diagonal;
 - `act_order` quantizes columns in order of decreasing diag(H), then undoes the permutation; groups are then
   formed in that order (as upstream with static groups off);
@@ -101,13 +102,19 @@ def apply_gptq(spec: QuantizeSpec, ctx: ApplyContext) -> Applied:
         return HessianCollector(in_features(module), module.weight.device)
 
     def solve(job: GroupJob) -> dict[str, torch.Tensor]:
-        return {
-            name: gptq_quantize(
-                job.weight(name), stats.H, spec.bits, spec.group_size, spec.symmetric, spec.act_order,
-                spec.damp, spec.block_size,
+        # rows are independent given H, so linears sharing an input (q/k/v, gate/up) are solved as one matrix
+        shared: dict[int, list[str]] = {}
+        for name, stats in job.stats.items():
+            shared.setdefault(id(stats), []).append(name)
+        weights = {}
+        for names in shared.values():
+            parts = [job.weight(n) for n in names]
+            Q = gptq_quantize(
+                torch.cat(parts), job.stats[names[0]].H, spec.bits, spec.group_size, spec.symmetric,
+                spec.act_order, spec.damp, spec.block_size,
             )
-            for name, stats in job.stats.items()
-        }
+            weights.update(zip(names, torch.split(Q, [p.shape[0] for p in parts]), strict=True))
+        return weights
 
     layers = run_sequential(
         ctx.patient.model, calibration.windows, solve, ctx.progress, undo=ctx.undo, make_collector=make_collector

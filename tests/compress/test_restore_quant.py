@@ -52,7 +52,7 @@ def test_restore_after_gptq_fails_half_way(tiny_llama, tmp_path, monkeypatch) ->
 
     def failing(*args, **kwargs):
         calls.append(1)
-        if len(calls) > 9:  # inside the second layer
+        if len(calls) > 5:  # inside the second layer (one call per group of linears sharing an input)
             raise RuntimeError("numerical trouble")
         return real(*args, **kwargs)
 
