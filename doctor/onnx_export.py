@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 EXPORT_RECIPE = 1  # bump when the export recipe changes; old cache entries are then ignored
 MODEL_FILE = "model.onnx"
+KEEP_EXPORTS = 3  # cache entries kept: the unmodified model and the latest modified ones
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 INFO_FILE = "export.json"  # written last: its presence marks a complete entry
 _EXAMPLE_SHAPE = (2, 16)  # tracing input; batch and sequence stay symbolic
@@ -103,14 +104,18 @@ def cache_key(model: torch.nn.Module, settings: ExportSettings) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def export_model(model: torch.nn.Module, out_dir: Path, settings: ExportSettings | None = None) -> Exported:
-    """Export `model` as it is now (cached); raises ModificationError when the export fails."""
+def export_model(
+    model: torch.nn.Module, out_dir: Path, settings: ExportSettings | None = None, keep: int = KEEP_EXPORTS
+) -> Exported:
+    """Export `model` as it is now, cached in `<out_dir>/onnx-cache/` (the `keep` most recent entries stay);
+    raises ModificationError when the export fails."""
     settings = settings or ExportSettings()
     require_onnx()
     key = cache_key(model, settings)
     entry = Path(out_dir) / "onnx-cache" / key
     if (entry / INFO_FILE).is_file():
         info = json.loads((entry / INFO_FILE).read_text())
+        (entry / INFO_FILE).touch()  # last use, for pruning
         log.info("ONNX export cache hit %s", entry)
         return Exported(path=entry / MODEL_FILE, key=key, seconds=float(info["seconds"]), cached=True)
     entry.parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +132,22 @@ def export_model(model: torch.nn.Module, out_dir: Path, settings: ExportSettings
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("exported %s to ONNX in %.1f s", type(model).__name__, seconds)
+    prune_cache(entry.parent, keep)
     return Exported(path=entry / MODEL_FILE, key=key, seconds=seconds, cached=False)
+
+
+def prune_cache(cache: Path, keep: int) -> list[Path]:
+    """Delete all but the `keep` most recently used entries (each checkup under `--backend onnx` exports a
+    modified model of full size; only the unmodified model is likely to be used again)."""
+    entries = sorted(
+        (p for p in cache.iterdir() if not p.name.startswith(".") and (p / INFO_FILE).is_file()),  # .tmp: in flight
+        key=lambda p: (p / INFO_FILE).stat().st_mtime,
+        reverse=True,
+    )
+    removed = entries[max(keep, 1) :]
+    for entry in removed:
+        shutil.rmtree(entry, ignore_errors=True)
+    return removed
 
 
 def _publish(tmp: Path, entry: Path) -> None:

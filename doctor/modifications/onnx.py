@@ -57,11 +57,18 @@ def apply(spec: OnnxSpec, ctx: ApplyContext) -> Applied:
         "export_seconds": round(exported.seconds, 3),
         "export_cached": exported.cached,
         "quantize_seconds": round(quantize_seconds, 3),
-        "onnx_file": str(path),
+        "onnx_file": _relative(path, ctx.out_dir),
     }
     if spec.quantize != "none":
         realized.update(graph_facts(path, spec))
     return Applied(realized=realized)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
 
 
 def variant_name(spec: OnnxSpec) -> str:

@@ -130,3 +130,21 @@ def test_unsupported_operator_fails_cleanly(tmp_path):
 
     with pytest.raises(ModificationError, match="linalg_eig"):
         export_model(Eigen(), tmp_path)
+
+
+def test_prune_keeps_the_most_recently_used_entries(tmp_path):
+    import os
+
+    from doctor.onnx_export import INFO_FILE, prune_cache
+
+    for age, name in enumerate(["newest", "middle", "oldest"]):
+        (tmp_path / name).mkdir()
+        info = tmp_path / name / INFO_FILE
+        info.write_text("{}")
+        os.utime(info, (1e9 - age * 100, 1e9 - age * 100))
+    (tmp_path / ".half-written.tmp-1").mkdir()  # another process's export in flight: never touched
+    (tmp_path / ".half-written.tmp-1" / INFO_FILE).write_text("{}")
+    os.utime(tmp_path / ".half-written.tmp-1" / INFO_FILE, (1, 1))
+    removed = prune_cache(tmp_path, keep=2)
+    assert [p.name for p in removed] == ["oldest"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".half-written.tmp-1", "middle", "newest"]
