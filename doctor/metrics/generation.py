@@ -27,7 +27,7 @@ import numpy as np
 from doctor.results import Measurement
 from doctor.spec.modification import DecodeSpec
 from doctor.tasks.format import OpenItem, load_task
-from doctor.tasks.generation import describe, encode_prompt, generate, resolve
+from doctor.tasks.generation import describe, encode_prompt, generate_batch, resolve
 from doctor.tasks.measure import continuation_text
 from doctor.tasks.scoring import Request, loglikelihoods
 from doctor.tasks.stats import bootstrap, jackknife
@@ -77,9 +77,10 @@ def generate_samples(
     names, items = _open_items(task_refs)
     run = GenerationRun(decode=describe(spec), tasks=names, max_new_tokens=max_new_tokens)
     start = time.perf_counter()
-    for index, item in enumerate(items[:limit]):
-        ids = encode_prompt(patient.tokenizer, item.prompt)
-        new = generate(patient.model, patient.tokenizer, ids, spec, max_new_tokens=max_new_tokens, index=index)
+    items = items[:limit]
+    prompts = [encode_prompt(patient.tokenizer, item.prompt) for item in items]
+    news = generate_batch(patient.model, patient.tokenizer, prompts, spec, max_new_tokens=max_new_tokens)
+    for item, ids, new in zip(items, prompts, news, strict=True):
         run.prompts.append(item.prompt)
         run.prompt_ids.append(ids)
         run.outputs.append(new)

@@ -2,10 +2,11 @@
 
 Greedy, beam and sampling run through `model.generate` with a generation config built from the spec alone, so
 a checkpoint's own `generation_config.json` (a default temperature or top-p, a repetition penalty) cannot change
-the strategy under test. Sampling is seeded per prompt from (spec seed, prompt index) inside a forked RNG, so a
-prompt's text does not depend on the other prompts or on the caller's random state. Contrastive search runs
-through `doctor.tasks.contrastive` (see there why). Prompts are generated one at a time: no padding, so a
-prompt's continuation is the same alone or in a task.
+the strategy under test. Prompts run in left-padded batches of `BATCH_SIZE` (with the attention mask, so a
+greedy or beam continuation is the one the prompt gets alone, up to float rounding). Sampling is seeded per
+batch from (spec seed, index of the batch's first prompt) inside a forked RNG: the same prompts in the same order
+give the same text, whatever the caller's random state. Contrastive search runs one prompt at a time through
+`doctor.tasks.contrastive` (see there why).
 """
 
 from __future__ import annotations
@@ -80,7 +81,9 @@ def _special(tokenizer, name: str) -> int | None:
     return int(value) if value is not None else None
 
 
-@torch.no_grad()
+BATCH_SIZE = 8
+
+
 def generate(
     model: torch.nn.Module,
     tokenizer,
@@ -91,33 +94,59 @@ def generate(
     index: int = 0,
 ) -> list[int]:
     """New token ids after `prompt_ids`, without the end-of-text token and anything after it."""
+    return generate_batch(model, tokenizer, [prompt_ids], spec, max_new_tokens=max_new_tokens, first_index=index)[0]
+
+
+@torch.no_grad()
+def generate_batch(
+    model: torch.nn.Module,
+    tokenizer,
+    prompts: list[list[int]],
+    spec: DecodeSpec,
+    *,
+    max_new_tokens: int,
+    batch_size: int = BATCH_SIZE,
+    first_index: int = 0,
+) -> list[list[int]]:
+    """New token ids for every prompt. Greedy, beam and sampling run `batch_size` left-padded prompts per call;
+    contrastive search runs one prompt at a time."""
     limit = _context_limit(model)
     if limit is not None:
-        prompt_ids = prompt_ids[-max(1, limit - 1) :]
-        max_new_tokens = max(0, min(max_new_tokens, limit - len(prompt_ids)))
-    if max_new_tokens == 0:
-        return []
-    device = next(model.parameters()).device
-    ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)
+        prompts = [p[-max(1, limit - 1) :] for p in prompts]
     eos = _special(tokenizer, "eos_token_id")
-    if spec.strategy == "contrastive":
-        new = contrastive_search(
-            model, ids, top_k=contrastive_k(spec), alpha=spec.penalty_alpha, max_new_tokens=max_new_tokens,
-            eos_token_id=eos,
-        )
-    else:
-        pad = _special(tokenizer, "pad_token_id")
-        config = generation_config(
-            spec, max_length=len(prompt_ids) + max_new_tokens, eos_token_id=eos, pad_token_id=pad if pad is not None else eos
-        )
-        devices = [device] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(prompt_seed(spec, index))
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config)
-        new = out[0, len(prompt_ids) :].tolist()
-    if eos is not None and eos in new:
-        new = new[: new.index(eos)]
-    return new
+    step = 1 if spec.strategy == "contrastive" else max(1, batch_size)
+    out: list[list[int]] = []
+    for start in range(0, len(prompts), step):
+        chunk = prompts[start : start + step]
+        budget = max_new_tokens if limit is None else min(max_new_tokens, limit - max(len(p) for p in chunk))
+        if budget <= 0:
+            out.extend([] for _ in chunk)
+            continue
+        if spec.strategy == "contrastive":
+            ids = torch.tensor(chunk, dtype=torch.long, device=next(model.parameters()).device)
+            news = [contrastive_search(
+                model, ids, top_k=contrastive_k(spec), alpha=spec.penalty_alpha, max_new_tokens=budget,
+                eos_token_id=eos,
+            )]
+        else:
+            news = _hf_generate(model, tokenizer, chunk, spec, budget, prompt_seed(spec, first_index + start))
+        out.extend(new[: new.index(eos)] if eos is not None and eos in new else new for new in news)
+    return out
+
+
+def _hf_generate(model, tokenizer, chunk: list[list[int]], spec: DecodeSpec, budget: int, seed: int) -> list[list[int]]:
+    """One left-padded batch through `model.generate`, seeded inside a forked RNG."""
+    device = next(model.parameters()).device
+    eos, pad = _special(tokenizer, "eos_token_id"), _special(tokenizer, "pad_token_id")
+    pad = pad if pad is not None else (eos if eos is not None else 0)
+    width = max(len(p) for p in chunk)
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk], dtype=torch.long, device=device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], dtype=torch.long, device=device)
+    config = generation_config(spec, max_length=width + budget, eos_token_id=eos, pad_token_id=pad)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        result = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+    return result[:, width:].tolist()
 
 
 def encode_prompt(tokenizer, prompt: str) -> list[int]:

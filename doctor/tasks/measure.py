@@ -12,7 +12,7 @@ import logging
 from doctor.results import Measurement
 from doctor.spec.modification import DecodeSpec
 from doctor.tasks.format import Task, load_task
-from doctor.tasks.generation import decode_text, describe, encode_prompt, generate, resolve
+from doctor.tasks.generation import decode_text, describe, encode_prompt, generate_batch, resolve
 from doctor.tasks.scoring import score_multiple_choice
 from doctor.tasks.stats import proportion
 
@@ -44,13 +44,12 @@ def multiple_choice_metrics(task: Task, patient, backend, *, limit: int | None =
 def exact_match(task: Task, patient, decode: DecodeSpec | None, *, limit: int | None = None) -> Measurement:
     spec = resolve(decode)
     items = task.generation[:limit]
-    hits = []
-    for index, item in enumerate(items):
-        prompt_ids = encode_prompt(patient.tokenizer, item.prompt)
-        new = generate(
-            patient.model, patient.tokenizer, prompt_ids, spec, max_new_tokens=task.header.max_new_tokens, index=index
-        )
-        hits.append(task.exact_match(item, continuation_text(patient.tokenizer, prompt_ids, new)))
+    prompts = [encode_prompt(patient.tokenizer, item.prompt) for item in items]
+    news = generate_batch(patient.model, patient.tokenizer, prompts, spec, max_new_tokens=task.header.max_new_tokens)
+    hits = [
+        task.exact_match(item, continuation_text(patient.tokenizer, ids, new))
+        for item, ids, new in zip(items, prompts, news, strict=True)
+    ]
     params = ", ".join(f"{k}={v}" for k, v in describe(spec).items() if v is not None)
     return proportion(hits, note=f"{task.name}: {len(items)} items, {params}")
 

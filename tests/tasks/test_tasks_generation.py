@@ -10,7 +10,7 @@ import torch
 from doctor.resources import DEMO_MODEL
 from doctor.spec.modification import DecodeSpec
 from doctor.tasks.contrastive import contrastive_search
-from doctor.tasks.generation import encode_prompt, generate
+from doctor.tasks.generation import encode_prompt, generate, generate_batch
 from doctor.tasks.measure import continuation_text
 
 STRATEGIES = [
@@ -108,3 +108,11 @@ def test_continuation_text_keeps_the_leading_space(demo_patient):
     ids = encode_prompt(tok, "Once upon a time")
     new = encode_prompt(tok, "Once upon a time there")[len(ids) :]
     assert continuation_text(tok, ids, new) == " there"
+
+
+@pytest.mark.parametrize("spec", STRATEGIES[:2], ids=lambda s: s.strategy)
+def test_left_padded_batches_give_each_prompt_its_own_continuation(demo_patient, spec):
+    tok = demo_patient.tokenizer
+    prompts = [encode_prompt(tok, p) for p in ("Tom ran.", "Once upon a time, there was a big red dog.", "Sue")]
+    alone = [generate(demo_patient.model, tok, ids, spec, max_new_tokens=10) for ids in prompts]
+    assert generate_batch(demo_patient.model, tok, prompts, spec, max_new_tokens=10, batch_size=3) == alone
