@@ -44,7 +44,8 @@ def _construct(node: yaml.Node, path: tuple, lines: dict[tuple, int]) -> Any:
 
 
 def _resolve_scalar(node: yaml.Node) -> Any:
-    return yaml.safe_load(yaml.serialize(node))
+    # the composed node already carries its resolved tag; the safe constructor turns it into a value
+    return yaml.SafeLoader("").construct_object(node, deep=True)
 
 
 def parse_yaml(text: str, source: str) -> _Marked:
