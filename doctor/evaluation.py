@@ -51,17 +51,39 @@ def _chunk_len(batch: int, vocab: int, seq_len: int) -> int:
     return max(1, min(seq_len, _CHUNK_ELEMENTS // max(1, batch * vocab)))
 
 
-def _iter_batches(windows: torch.Tensor, batch_size: int):
-    for start in range(0, windows.shape[0], batch_size):
-        yield start, windows[start : start + batch_size]
+@dataclass
+class _Chunk:
+    """Logits of windows w0..w1 at predicting positions start..end, with their log-normaliser and token NLL."""
+
+    w0: int
+    w1: int
+    start: int
+    end: int
+    logits: torch.Tensor  # (B, t, V) float32 on CPU
+    lse: torch.Tensor  # (B, t)
+    token_nll: torch.Tensor  # (B, t)
 
 
-def _logsumexp_checked(logits: torch.Tensor, window: int) -> torch.Tensor:
-    """log Z per position; NaN or inf anywhere in a row makes it non-finite, so one check covers the logits."""
-    lse = torch.logsumexp(logits, dim=-1)
-    if not torch.isfinite(lse).all():
-        raise NumericError(f"non-finite logits (NaN/inf) in evaluation window {window}")
-    return lse
+def _chunks(backend: Backend, windows: torch.Tensor, vocab: int, batch_size: int, progress=None):
+    """Every (window batch, position chunk) of the evaluation, NaN/inf checked once per position."""
+    n_win, seq_len = windows.shape
+    preds = seq_len - 1
+    for w0 in range(0, n_win, batch_size):
+        batch = windows[w0 : w0 + batch_size]
+        w1 = w0 + batch.shape[0]
+        for start, logits in backend.logits_chunks(batch, _chunk_len(batch.shape[0], vocab, seq_len)):
+            end = min(start + logits.shape[1], preds)
+            if end <= start:
+                continue  # the last position predicts nothing inside the window
+            logits = logits[:, : end - start].cpu()
+            lse = torch.logsumexp(logits, dim=-1)
+            # NaN or inf anywhere in a row makes its log-normaliser non-finite: one check covers the logits
+            if not torch.isfinite(lse).all():
+                raise NumericError(f"non-finite logits (NaN/inf) in evaluation windows {w0}-{w1 - 1}")
+            target_logit = logits.gather(-1, batch[:, start + 1 : end + 1, None]).squeeze(-1)
+            yield _Chunk(w0, w1, start, end, logits, lse, lse - target_logit)
+        if progress:
+            progress(batch.shape[0])
 
 
 def baseline_pass(
@@ -78,39 +100,28 @@ def baseline_pass(
     full = top_k is None and vocab <= FULL_VOCAB_LIMIT
     k = min(top_k or DEFAULT_TOP_K, vocab)
     preds = seq_len - 1
-    nll = np.zeros(n_win, dtype=np.float64)
+    nll_sum = torch.zeros(n_win, dtype=torch.float64)
     argmax = torch.empty(n_win, preds, dtype=torch.int64)
     logp_all = torch.empty(n_win, preds, vocab) if full else None
     topk_logp = None if full else torch.empty(n_win, preds, k)
     topk_idx = None if full else torch.empty(n_win, preds, k, dtype=torch.int64)
     tail = None if full else torch.empty(n_win, preds)
-    for b0, batch in _iter_batches(windows, batch_size):
-        b1 = b0 + batch.shape[0]
-        targets = batch[:, 1:]
-        sums = torch.zeros(batch.shape[0], dtype=torch.float64)
-        for start, logits in backend.logits_chunks(batch, _chunk_len(batch.shape[0], vocab, seq_len)):
-            end = min(start + logits.shape[1], preds)
-            if end <= start:
-                continue
-            logits = logits[:, : end - start].cpu()
-            lse = _logsumexp_checked(logits, b0)  # (B, t)
-            sums += (lse - logits.gather(-1, targets[:, start:end, None]).squeeze(-1)).sum(1).double()
-            argmax[b0:b1, start:end] = logits.argmax(-1)
-            if full:
-                torch.sub(logits, lse[..., None], out=logp_all[b0:b1, start:end])
-            else:
-                values, idx = logits.topk(k, dim=-1)
-                values -= lse[..., None]
-                topk_logp[b0:b1, start:end], topk_idx[b0:b1, start:end] = values, idx
-                mass = values.exp().sum(-1).clamp(max=1.0)
-                tail[b0:b1, start:end] = torch.log1p(-mass.clamp(max=1 - 1e-7))
-        nll[b0:b1] = (sums / preds).numpy()
-        if progress:
-            progress(batch.shape[0])
+    for c in _chunks(backend, windows, vocab, batch_size, progress):
+        rows, cols = slice(c.w0, c.w1), slice(c.start, c.end)
+        nll_sum[rows] += c.token_nll.sum(1).double()
+        argmax[rows, cols] = c.logits.argmax(-1)
+        if full:
+            logp_all[rows, cols] = c.logits - c.lse[..., None]
+        else:
+            values, idx = c.logits.topk(k, dim=-1)
+            values -= c.lse[..., None]
+            topk_logp[rows, cols], topk_idx[rows, cols] = values, idx
+            mass = values.exp().sum(-1)
+            tail[rows, cols] = torch.log1p(-mass.clamp(max=1 - 1e-7))
+    nll = (nll_sum / preds).numpy()
     cache = BaselineCache(nll, argmax, logp_all, topk_logp, topk_idx, tail)
     coverage = None if full else float(topk_logp.exp().sum(-1).mean())
-    agree = np.ones(n_win)
-    return PassResult(nll=nll, kl_window=np.zeros(n_win), agree_window=agree, coverage=coverage), cache
+    return PassResult(nll=nll, kl_window=np.zeros(n_win), agree_window=np.ones(n_win), coverage=coverage), cache
 
 
 def _kl_chunk(cache: BaselineCache, logq: torch.Tensor, w0: int, w1: int, start: int, end: int) -> torch.Tensor:
@@ -138,30 +149,17 @@ def compare_pass(
     """NLL per window and, against the baseline cache, per-token KL and top-1 agreement."""
     n_win, seq_len = windows.shape
     preds = seq_len - 1
-    nll = np.zeros(n_win, dtype=np.float64)
+    nll_sum = torch.zeros(n_win, dtype=torch.float64)
+    hits = torch.zeros(n_win, dtype=torch.float64)
     kl_tokens = torch.empty(n_win, preds) if with_kl else None
-    agree = np.zeros(n_win)
-    for b0, batch in _iter_batches(windows, batch_size):
-        b1 = b0 + batch.shape[0]
-        targets = batch[:, 1:]
-        sums = torch.zeros(batch.shape[0], dtype=torch.float64)
-        hits = torch.zeros(batch.shape[0], dtype=torch.float64)
-        for start, logits in backend.logits_chunks(batch, _chunk_len(batch.shape[0], vocab, seq_len)):
-            end = min(start + logits.shape[1], preds)
-            if end <= start:
-                continue
-            logits = logits[:, : end - start].cpu()
-            lse = _logsumexp_checked(logits, b0)  # (B, t)
-            sums += (lse - logits.gather(-1, targets[:, start:end, None]).squeeze(-1)).sum(1).double()
-            hits += (logits.argmax(-1) == cache.argmax[b0:b1, start:end]).sum(1).double()
-            if with_kl:
-                logq = logits - lse[..., None]
-                kl_tokens[b0:b1, start:end] = _kl_chunk(cache, logq, b0, b1, start, end).clamp(min=0.0)
-        nll[b0:b1] = (sums / preds).numpy()
-        agree[b0:b1] = (hits / preds).numpy()
-        if progress:
-            progress(batch.shape[0])
-    result = PassResult(nll=nll, agree_window=agree)
+    for c in _chunks(backend, windows, vocab, batch_size, progress):
+        rows, cols = slice(c.w0, c.w1), slice(c.start, c.end)
+        nll_sum[rows] += c.token_nll.sum(1).double()
+        hits[rows] += (c.logits.argmax(-1) == cache.argmax[rows, cols]).sum(1).double()
+        if with_kl:
+            logq = c.logits - c.lse[..., None]
+            kl_tokens[rows, cols] = _kl_chunk(cache, logq, c.w0, c.w1, c.start, c.end).clamp(min=0.0)
+    result = PassResult(nll=(nll_sum / preds).numpy(), agree_window=(hits / preds).numpy())
     if with_kl:
         result.kl_window = kl_tokens.mean(1).double().numpy()
         result.kl_tokens = kl_tokens.flatten().numpy()
