@@ -86,20 +86,31 @@ def test_sparsity_limit_quiet_when_everything_is_within():
 # ---- unexpected hemorrhage / robustness --------------------------------------------------------------------
 
 
-def with_expectation(outside: str, observed: float = 0.9):
+def with_expectation(outside: str, observed: float = 0.9, in_domain: bool = False):
     c = quant("gptq-w3", 3, 2.0, method="gptq", metrics={"nll_delta": observed})
-    c.expected["nll_delta"] = expected("nll_delta", 0.2, 0.1, 0.4, outside, in_domain=False)
+    c.expected["nll_delta"] = expected("nll_delta", 0.2, 0.1, 0.4, outside, in_domain=in_domain)
     return exam([c])
 
 
 def test_unexpected_hemorrhage_fires_above_interval_with_exact_evidence():
-    e = with_expectation("above")
+    e = with_expectation("above", in_domain=True)
     (f,) = findings("unexpected-hemorrhage", e)
     exp = e.checkups[0].expected["nll_delta"]
     assert (f.evidence["expected_upper"], f.evidence["expected_point"]) == (exp.upper, exp.point)
     assert f.evidence["expected_observed"] == value(e, "gptq-w3", "nll_delta")
-    assert "outside the predictor's training domain" in f.explanation
+    assert f.severity == "high"
+    assert findings("unexpected-hemorrhage-extrapolated", e) == []
     assert findings("unexpected-robustness", e) == []
+
+
+def test_unexpected_hemorrhage_extrapolated_fires_out_of_domain_at_medium():
+    e = with_expectation("above")
+    (f,) = findings("unexpected-hemorrhage-extrapolated", e)
+    assert f.severity == "medium"
+    assert "outside the predictor's training domain" in f.explanation
+    assert f.evidence["expected_observed"] == value(e, "gptq-w3", "nll_delta")
+    assert findings("unexpected-hemorrhage", e) == []
+    assert findings("unexpected-hemorrhage-extrapolated", with_expectation("inside", 0.3)) == []
 
 
 def test_unexpected_robustness_fires_below_and_hemorrhage_quiet_inside():
