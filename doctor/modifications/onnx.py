@@ -169,7 +169,7 @@ def graph_facts(path: Path, spec: OnnxSpec) -> dict:
     notes = []
     if left_fp32:
         notes.append(
-            f"{len(left_fp32)} weight MatMuls stay fp32: their weight reaches them through a Transpose the "
+            f"{len(left_fp32)} weight MatMul(s) stay fp32: the weight reaches them through a Transpose the "
             "exporter keeps (a weight shared with the embedding, e.g. a tied output layer)"
         )
     if spec.quantize == "int4-weight":

@@ -148,3 +148,11 @@ def test_prune_keeps_the_most_recently_used_entries(tmp_path):
     removed = prune_cache(tmp_path, keep=2)
     assert [p.name for p in removed] == ["oldest"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".half-written.tmp-1", "middle", "newest"]
+
+
+@pytest.mark.slow
+def test_gpt2_conv1d_model_exports_with_parity(tiny_gpt2, tmp_path):
+    exported = export_model(tiny_gpt2.model, tmp_path)
+    ids = torch.randint(0, 128, (3, 128), generator=torch.Generator().manual_seed(0))
+    reference = full_logits(TorchBackend(tiny_gpt2.model), ids)
+    assert (OrtBackend(exported.path).logits(ids) - reference).abs().max().item() < 1e-4
