@@ -71,8 +71,32 @@ def test_length_normalisation_can_change_the_pick():
     assert pick([-4.0, -6.0], ["ab", "abcdef"]) == (0, 1)
 
 
-@given(st.lists(st.floats(-50, 0, allow_nan=False), min_size=2, max_size=6), st.integers(1, 8))
+@given(st.lists(st.floats(-50, 0, allow_nan=False, allow_subnormal=False), min_size=2, max_size=6), st.integers(1, 8))
 def test_equal_length_choices_pick_the_same_for_acc_and_acc_norm(lls, length):
     choices = ["x" * length] * len(lls)
     best, best_norm = pick(lls, choices)
     assert best == best_norm == int(np.argmax(lls))
+
+
+class FullLogitsBackend:
+    """Any backend that only offers `logits_chunks` (as ONNX Runtime's does) scores the same."""
+
+    name, provider = "plain", "cpu"
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def logits_chunks(self, ids, chunk):
+        with torch.no_grad():
+            logits = self.model(ids).logits.float().numpy()
+        for start in range(0, ids.shape[1], chunk):
+            yield start, torch.from_numpy(logits[:, start : start + chunk].copy())
+
+
+def test_scoring_needs_only_logits_chunks(tiny_gpt2):
+    item = MultipleChoiceItem(context="abc", choices=["d", "efg", "hi"], gold=0)
+    task = Task(name="t", path=None, header=Header(format="model-doctor-task"), multiple_choice=[item] * 3)
+    torch_scores = score_multiple_choice(task, tiny_gpt2.tokenizer, TorchBackend(tiny_gpt2.model), max_len=64)
+    plain = score_multiple_choice(task, tiny_gpt2.tokenizer, FullLogitsBackend(tiny_gpt2.model), max_len=64, batch_size=2)
+    assert np.allclose(plain.lls, torch_scores.lls, atol=1e-4, rtol=0)
+    assert (plain.acc, plain.acc_norm) == (torch_scores.acc, torch_scores.acc_norm)
