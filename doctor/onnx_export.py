@@ -118,6 +118,7 @@ def export_model(
         (entry / INFO_FILE).touch()  # last use, for pruning
         log.info("ONNX export cache hit %s", entry)
         return Exported(path=entry / MODEL_FILE, key=key, seconds=float(info["seconds"]), cached=True)
+    shutil.rmtree(entry, ignore_errors=True)  # an incomplete entry (no info file) is never reused
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = entry.parent / f".{key}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
