@@ -81,7 +81,8 @@ def prepare(patient: Patient, suite: Suite, options: Options, progress) -> tuple
     context = patient.facts.context or 2048
     seq_len = min(spec.seq_len or context, context)
     text = resolve_corpus(spec.corpus, demo=patient.is_demo, purpose="eval")
-    windows = eval_windows(tokenize(text, patient.tokenizer), seq_len, spec.max_windows)
+    needed = seq_len * spec.max_windows if spec.max_windows else None
+    windows = eval_windows(tokenize(text, patient.tokenizer, needed), seq_len, spec.max_windows)
     info = text_info(text, windows, spec.seed)
     make_backend = _backend_factory(patient, options)
     start = time.perf_counter()

@@ -61,11 +61,28 @@ def resolve_corpus(name: str, *, demo: bool, purpose: str) -> Text:
     return Text(path.name, path, content, False)
 
 
-def tokenize(text: Text, tokenizer) -> torch.Tensor:
-    """The whole text as one id sequence (the tokenizer's BOS, if any, once at the start)."""
-    kwargs = {"split_special_tokens": True} if text.split_special else {}
-    ids = tokenizer(text.content, return_tensors="pt", **kwargs)["input_ids"][0]
-    return ids.long()
+def _encode(content: str, tokenizer, split_special: bool) -> torch.Tensor:
+    kwargs = {"split_special_tokens": True} if split_special else {}
+    return tokenizer(content, return_tensors="pt", **kwargs)["input_ids"][0].long()
+
+
+def tokenize(text: Text, tokenizer, max_tokens: int | None = None) -> torch.Tensor:
+    """The text as one id sequence (the tokenizer's BOS, if any, once at the start).
+
+    With `max_tokens`, only a prefix ending at a line break is encoded, with a margin of 256 tokens beyond
+    those needed: a cut can change only the tokens next to it, so the ids used equal the whole text's.
+    """
+    content = text.content
+    chars = 8 * max_tokens if max_tokens else len(content)
+    while chars < len(content):
+        cut = content.find("\n", chars)
+        if cut < 0:
+            break
+        ids = _encode(content[:cut], tokenizer, text.split_special)
+        if ids.numel() >= max_tokens + 256:
+            return ids
+        chars *= 2
+    return _encode(content, tokenizer, text.split_special)
 
 
 def ids_sha256(ids: torch.Tensor) -> str:

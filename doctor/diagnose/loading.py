@@ -7,6 +7,7 @@ Errors are one line each, `file:line: rule <id>: key.path: message`, from the sa
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -105,6 +106,12 @@ def parse_rule(text: str, source: str) -> Rule:
     return rule
 
 
+@functools.lru_cache(maxsize=256)
+def _parse_cached(text: str, source: str) -> Rule:
+    """Rules are immutable once validated, so the same file text needs validating only once per process."""
+    return parse_rule(text, source)
+
+
 def load_rule_file(path: str | Path, source: str | None = None) -> LoadedRule:
     path = Path(path)
     source = source or str(path)
@@ -115,7 +122,7 @@ def load_rule_file(path: str | Path, source: str | None = None) -> LoadedRule:
         raise ConfigError(f"{source}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{source}: cannot read: {exc}") from None
-    rule = parse_rule(text, source)
+    rule = _parse_cached(text, source)
     builtin = source.startswith("builtin:")
     return LoadedRule(rule, path, source, hashlib.sha256(raw).hexdigest(), builtin)
 
