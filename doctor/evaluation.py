@@ -61,6 +61,7 @@ class _Chunk:
     end: int
     logits: torch.Tensor  # (B, t, V) float32 on CPU
     lse: torch.Tensor  # (B, t)
+    argmax: torch.Tensor  # (B, t)
     token_nll: torch.Tensor  # (B, t)
 
 
@@ -76,12 +77,14 @@ def _chunks(backend: Backend, windows: torch.Tensor, vocab: int, batch_size: int
             if end <= start:
                 continue  # the last position predicts nothing inside the window
             logits = logits[:, : end - start].cpu()
-            lse = torch.logsumexp(logits, dim=-1)
+            # one max pass gives the argmax and the shift for a stable log-normaliser
+            peak, argmax = logits.max(dim=-1)  # (B, t)
+            lse = peak + (logits - peak[..., None]).exp_().sum(-1).log_()
             # NaN or inf anywhere in a row makes its log-normaliser non-finite: one check covers the logits
             if not torch.isfinite(lse).all():
                 raise NumericError(f"non-finite logits (NaN/inf) in evaluation windows {w0}-{w1 - 1}")
             target_logit = logits.gather(-1, batch[:, start + 1 : end + 1, None]).squeeze(-1)
-            yield _Chunk(w0, w1, start, end, logits, lse, lse - target_logit)
+            yield _Chunk(w0, w1, start, end, logits, lse, argmax, lse - target_logit)
         if progress:
             progress(batch.shape[0])
 
@@ -109,7 +112,7 @@ def baseline_pass(
     for c in _chunks(backend, windows, vocab, batch_size, progress):
         rows, cols = slice(c.w0, c.w1), slice(c.start, c.end)
         nll_sum[rows] += c.token_nll.sum(1).double()
-        argmax[rows, cols] = c.logits.argmax(-1)
+        argmax[rows, cols] = c.argmax
         if full:
             logp_all[rows, cols] = c.logits - c.lse[..., None]
         else:
@@ -155,7 +158,7 @@ def compare_pass(
     for c in _chunks(backend, windows, vocab, batch_size, progress):
         rows, cols = slice(c.w0, c.w1), slice(c.start, c.end)
         nll_sum[rows] += c.token_nll.sum(1).double()
-        hits[rows] += (c.logits.argmax(-1) == cache.argmax[rows, cols]).sum(1).double()
+        hits[rows] += (c.argmax == cache.argmax[rows, cols]).sum(1).double()
         if with_kl:
             logq = c.logits - c.lse[..., None]
             kl_tokens[rows, cols] = _kl_chunk(cache, logq, c.w0, c.w1, c.start, c.end).clamp(min=0.0)

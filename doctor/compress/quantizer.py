@@ -31,19 +31,34 @@ def find_params(w: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tens
     return scale, zero
 
 
+def _groups(w: torch.Tensor, group_size: int | None) -> list[tuple[slice, torch.Tensor]]:
+    """Column ranges and their groups as rows: full groups stacked as (rows * n, g), a final partial one apart."""
+    rows, cols = w.shape
+    g = cols if group_size is None or group_size >= cols else group_size
+    full = cols // g * g
+    parts = [(slice(0, full), w[:, :full].reshape(rows * (full // g), g))]
+    if full < cols:
+        parts.append((slice(full, cols), w[:, full:]))
+    return parts
+
+
 def quantize_rtn(w: torch.Tensor, bits: int, group_size: int | None, symmetric: bool) -> torch.Tensor:
     """Round-to-nearest fake quantization of a (out, in) weight, computed in float32."""
     w32 = w.float()
-    maxq = 2**bits - 1
-    if group_size is None or group_size >= w32.shape[1]:
-        scale, zero = find_params(w32, bits, symmetric)
-        return fake_quantize(w32, scale, zero, maxq).to(w.dtype)
     out = torch.empty_like(w32)
-    for start in range(0, w32.shape[1], group_size):
-        block = w32[:, start : start + group_size]
-        scale, zero = find_params(block, bits, symmetric)
-        out[:, start : start + group_size] = fake_quantize(block, scale, zero, maxq)
+    for cols, blocks in _groups(w32, group_size):
+        scale, zero = find_params(blocks, bits, symmetric)
+        out[:, cols] = fake_quantize(blocks, scale, zero, 2**bits - 1).reshape(w32.shape[0], -1)
     return out.to(w.dtype)
+
+
+def max_levels(w: torch.Tensor, group_size: int | None, rows: int = 16) -> int:
+    """Most distinct values in any group of the first `rows` rows: at most 2**bits after quantization."""
+    most = 0
+    for _, blocks in _groups(w[:rows].float(), group_size):
+        ordered = blocks.sort(dim=1).values
+        most = max(most, int(((ordered[:, 1:] != ordered[:, :-1]).sum(1) + 1).max()))
+    return most
 
 
 def effective_bits(bits: int, group_size: int | None, cols: int, symmetric: bool) -> float:

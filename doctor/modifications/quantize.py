@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 from doctor.compress.adapters import block_linears, decoder_layers, linear_weight, set_linear_weight
-from doctor.compress.quantizer import effective_bits, quantize_rtn
+from doctor.compress.quantizer import effective_bits, max_levels, quantize_rtn
 from doctor.modifications.base import Applied, ApplyContext
 from doctor.results import LayerStat
 from doctor.spec.modification import QuantizeSpec
@@ -49,21 +49,18 @@ def _realized_bits(spec: QuantizeSpec, ctx: ApplyContext) -> dict:
     """
     permuted_groups = spec.method == "gptq" and spec.act_order and spec.group_size is not None
     total = weighted_bits = 0.0
-    max_levels = 0
+    most_levels = 0
     for block in decoder_layers(ctx.patient.model):
         for module in block_linears(block).values():
             w = linear_weight(module).detach()
             n = w.numel()
             total += n
             weighted_bits += n * effective_bits(spec.bits, spec.group_size, w.shape[1], spec.symmetric)
-            g = spec.group_size or w.shape[1]
-            for start in range(0, w.shape[1], g):
-                levels = max(len(row.unique()) for row in w[:, start : start + g][:8])
-                max_levels = max(max_levels, levels)
+            most_levels = max(most_levels, max_levels(w, spec.group_size))
     return {
         "bits": spec.bits,
         "group_size": spec.group_size,
         "effective_bits": weighted_bits / total if total else None,
-        "max_levels_per_group": None if permuted_groups else max_levels,
+        "max_levels_per_group": None if permuted_groups else most_levels,
         "quantized_weights": int(total),
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from doctor.compress.quantizer import effective_bits, find_params, quantize_rtn
+from doctor.compress.quantizer import effective_bits, find_params, max_levels, quantize_rtn
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
@@ -48,3 +48,12 @@ def test_effective_bits_counts_scales():
     assert effective_bits(4, None, 4096, True) == pytest.approx(4 + 16 / 4096)
     assert effective_bits(4, 128, 4096, False) == pytest.approx(4 + (16 + 4) / 128)
     assert effective_bits(4, 32, 172, True) == pytest.approx(4 + 6 * 16 / 172)
+
+
+def test_max_levels_counts_distinct_values_per_group():
+    torch.manual_seed(1)
+    w = torch.randn(20, 100)
+    q = quantize_rtn(w, 3, 32, False)
+    expected = max(q[r, s : s + 32].unique().numel() for r in range(16) for s in range(0, 100, 32))
+    assert max_levels(q, 32) == expected <= 8
+    assert max_levels(w, 32) == 32  # unquantized: every value distinct
