@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator
 
 from doctor.errors import DataError
 
@@ -61,11 +61,14 @@ class MultipleChoiceItem(_Item):
             raise ValueError("choices must be non-empty strings")
         return value
 
-    @model_validator(mode="after")
-    def _gold_in_range(self) -> MultipleChoiceItem:
-        if self.gold >= len(self.choices):
-            raise ValueError(f"gold {self.gold} is out of range for {len(self.choices)} choices")
-        return self
+    @field_validator("gold")
+    @classmethod
+    def _gold_in_range(cls, value: int, info: ValidationInfo) -> int:
+        # a field validator (not a model one) so the error names the field `gold`
+        choices = info.data.get("choices")
+        if choices is not None and value >= len(choices):
+            raise ValueError(f"gold {value} is out of range for {len(choices)} choices")
+        return value
 
 
 class GenerationItem(_Item):

@@ -80,7 +80,7 @@ def test_header_sets_name_type_and_options(tmp_path):
         (['{"type": "open", "prompt": "a"}', "{not json"], ":2: invalid JSON"),
         (["[1, 2]"], ":1: each line must be a JSON object"),
         ([{"context": "a", "choices": ["b", "c"], "gold": 0}], ":1: type: missing"),
-        ([{"type": "multiple_choice", "context": "a", "choices": ["b", "c"], "gold": 2}], ":1: <line>: gold 2 is out"),
+        ([{"type": "multiple_choice", "context": "a", "choices": ["b", "c"], "gold": 2}], ":1: gold: gold 2 is out"),
         ([{"type": "multiple_choice", "context": "a", "choices": ["b"], "gold": 0}], ":1: choices:"),
         ([{"type": "open", "prompt": "a"}, {"type": "open", "prompt": "b", "colour": 1}], ":2: colour: Extra inputs"),
         ([{"type": "generation", "prompt": "a", "answer": "b", "regex": "("}], ":1: regex: invalid regular expression"),
