@@ -12,8 +12,8 @@ import torch
 
 def fake_quantize(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, maxq: int) -> torch.Tensor:
     """Quantize then dequantize; `scale` and `zero` broadcast against `w`."""
-    q = torch.clamp(torch.round(w / scale) + zero, 0, maxq)
-    return scale * (q - zero)
+    q = (w / scale).round_().add_(zero).clamp_(0, maxq)  # in place: one temporary for the whole chain
+    return q.sub_(zero).mul_(scale)
 
 
 def find_params(w: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
