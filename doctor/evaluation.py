@@ -1,7 +1,7 @@
 """The evaluation pass: per-window NLL, and KL / top-1 agreement against a cached baseline.
 
 The baseline pass keeps, per predicted token, either the full log-probability vector (small vocabularies) or
-the top-k log-probs plus the tail mass (about 8k + 4 bytes per token), as llama.cpp's KL mode does for large
+the top-k log-probs and int32 ids plus the tail mass and argmax (8k + 8 bytes per token, 136 at k=16), as llama.cpp's KL mode does for large
 vocabularies. With top-k, KL(P || Q) is computed over the k baseline-likeliest tokens plus one "rest" bucket;
 by the log-sum inequality this is a lower bound on the full KL, so the report states the top-k coverage.
 """
@@ -27,10 +27,10 @@ class BaselineCache:
     """What the modified model is compared against; computed once per examination."""
 
     nll: np.ndarray  # (windows,) mean NLL per window, float64
-    argmax: torch.Tensor  # (windows, seq_len - 1) int64
+    argmax: torch.Tensor  # (windows, seq_len - 1) int32
     logp: torch.Tensor | None  # (windows, seq_len - 1, vocab) full log-probs, or None in top-k mode
     topk_logp: torch.Tensor | None  # (windows, seq_len - 1, k)
-    topk_idx: torch.Tensor | None  # (windows, seq_len - 1, k) int64
+    topk_idx: torch.Tensor | None  # (windows, seq_len - 1, k) int32
     tail_logp: torch.Tensor | None  # (windows, seq_len - 1) log of the mass outside the top k
 
     @property
@@ -104,10 +104,11 @@ def baseline_pass(
     k = min(top_k or DEFAULT_TOP_K, vocab)
     preds = seq_len - 1
     nll_sum = torch.zeros(n_win, dtype=torch.float64)
-    argmax = torch.empty(n_win, preds, dtype=torch.int64)
+    argmax = torch.empty(n_win, preds, dtype=torch.int32)
     logp_all = torch.empty(n_win, preds, vocab) if full else None
     topk_logp = None if full else torch.empty(n_win, preds, k)
-    topk_idx = None if full else torch.empty(n_win, preds, k, dtype=torch.int64)
+    # int32 ids: about 8k + 8 bytes per token in top-k mode (140 bytes at k=16)
+    topk_idx = None if full else torch.empty(n_win, preds, k, dtype=torch.int32)
     tail = None if full else torch.empty(n_win, preds)
     for c in _chunks(backend, windows, vocab, batch_size, progress):
         rows, cols = slice(c.w0, c.w1), slice(c.start, c.end)
@@ -133,7 +134,7 @@ def _kl_chunk(cache: BaselineCache, logq: torch.Tensor, w0: int, w1: int, start:
         logp = cache.logp[w0:w1, start:end]
         return (logp.exp() * (logp - logq)).sum(-1)
     lp = cache.topk_logp[w0:w1, start:end]  # (B, t, k)
-    lq = logq.gather(-1, cache.topk_idx[w0:w1, start:end])
+    lq = logq.gather(-1, cache.topk_idx[w0:w1, start:end].long())
     lp_tail = cache.tail_logp[w0:w1, start:end]
     q_tail = (1 - lq.exp().sum(-1)).clamp(min=1e-12)
     return (lp.exp() * (lp - lq)).sum(-1) + lp_tail.exp() * (lp_tail - q_tail.log())
