@@ -1,8 +1,8 @@
 """The evaluation pass: per-window NLL, and KL / top-1 agreement against a cached baseline.
 
 The baseline pass keeps, per predicted token, either the full log-probability vector (small vocabularies) or
-the top-k log-probs and int32 ids plus the tail mass and argmax (8k + 8 bytes per token, 136 at k=16), as llama.cpp's KL mode does for large
-vocabularies. With top-k, KL(P || Q) is computed over the k baseline-likeliest tokens plus one "rest" bucket;
+the top-k log-probs and int32 ids plus the tail mass and argmax (8k + 8 bytes per token, 136 at k=16), as
+llama.cpp's KL mode does for large vocabularies. With top-k, KL(P || Q) is computed over the k baseline-likeliest tokens plus one "rest" bucket;
 by the log-sum inequality this is a lower bound on the full KL, so the report states the top-k coverage.
 """
 
