@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from doctor.calibration import CalibrationProvider
-from doctor.checkup_run import Session, now_iso, one_line, run_checkup
+from doctor.checkup_run import Session, now_iso, one_line, run_checkup, window_progress
 from doctor.environment import describe
 from doctor.evaluation import baseline_pass
 from doctor.journal import Journal
@@ -89,7 +89,8 @@ def prepare(patient: Patient, suite: Suite, options: Options, progress) -> tuple
     progress(f"baseline: {info.windows} windows of {seq_len} tokens from {info.corpus}")
     backend = make_backend()
     base_pass, cache = baseline_pass(
-        backend, windows, patient.facts.vocab, batch_size=spec.batch_size, top_k=spec.kl_top_k
+        backend, windows, patient.facts.vocab, batch_size=spec.batch_size, top_k=spec.kl_top_k,
+        progress=window_progress(progress, "baseline:", info.windows),
     )
     metrics = perplexity(base_pass, spec.bootstrap, spec.seed)
     session = Session(

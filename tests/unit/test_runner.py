@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
@@ -98,3 +99,45 @@ def test_gpt2_style_model_is_examined(tiny_gpt2, tmp_path):
     exam = examine(tiny_gpt2, Suite.model_validate(SUITE), _options(tmp_path))
     assert all(c.status == "ok" for c in exam.checkups), [c.error for c in exam.checkups]
     assert_bit_identical(tiny_gpt2.model, before)
+
+
+def test_every_checkup_records_its_text_token_count_and_seed(tiny_llama, tmp_path):
+    exam = examine(tiny_llama, Suite.model_validate(SUITE), _options(tmp_path))
+    base = exam.baseline.text
+    assert (base.corpus, base.windows, base.seed) == ("tinystories-valid", 3, 0)
+    assert base.tokens == base.windows * base.seq_len and base.ids_sha256
+    for c in exam.checkups:
+        assert c.text == base
+        assert all(c.metrics[k].n == base.windows for k in ("ppl_ratio", "kl_mean", "top1_agreement"))
+        assert c.metrics["kl_median"].n == base.windows * (base.seq_len - 1)  # over predicted tokens
+
+
+def test_progress_counts_the_windows_of_every_pass(tiny_llama, tmp_path):
+    messages = []
+    examine(tiny_llama, Suite.model_validate(SUITE), _options(tmp_path), progress=messages.append)
+    assert "baseline: 3/3 windows" in messages
+    for cid in ("rtn4", "mag", "nm"):
+        assert f"{cid}: measuring 3/3 windows" in messages
+
+
+def _onnx_suite() -> Suite:
+    return Suite.model_validate(dict(SUITE, checkups=[
+        {"id": "ort", "modification": {"kind": "onnx", "quantize": "dynamic-int8"}}, SUITE["checkups"][0]]))
+
+
+def test_missing_onnxruntime_is_a_recorded_failed_checkup(tiny_llama, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    exam = examine(tiny_llama, _onnx_suite(), _options(tmp_path))
+    assert exam.checkups[0].status == "error" and "onnxruntime" in exam.checkups[0].error
+    assert "\n" not in exam.checkups[0].error
+    assert exam.checkups[1].status == "ok" and exam.verdict == "failed"
+
+
+def test_onnx_export_failure_is_a_recorded_failed_checkup(tiny_llama, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("exporter crashed\ntraceback")
+
+    monkeypatch.setattr(torch.onnx, "export", broken)
+    exam = examine(tiny_llama, _onnx_suite(), _options(tmp_path))
+    assert exam.checkups[0].status == "error" and "exporter crashed" in exam.checkups[0].error
+    assert exam.checkups[1].status == "ok" and exam.verdict == "failed"
