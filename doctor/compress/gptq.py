@@ -11,6 +11,9 @@ so linears reading the same input (q/k/v, gate/up) are solved together as one st
 - dead inputs (diag H = 0) are zeroed and given a unit diagonal;
 - `act_order` quantizes columns in order of decreasing diag(H), then undoes the permutation; groups are then
   formed in that order (as upstream with static groups off);
+- `static_groups` (upstream `--static-groups`): every group's scale and zero are found up front from the
+  unquantized weights of contiguous columns, so with act_order the groups stay contiguous in storage order
+  (the layout GPTQ kernels expect) while columns are still quantized in Hessian order;
 - `group_size`: scale and zero are found for a group when its first column is reached, from the weights as
   updated by the error feedback so far. Blocks are made a multiple of the group size so a group never
   straddles a block and its parameters see every earlier update (upstream reads them from the not yet
@@ -56,6 +59,7 @@ def gptq_quantize(
     act_order: bool = False,
     damp: float = 0.01,
     block_size: int = 128,
+    static_groups: bool = False,
 ) -> torch.Tensor:
     """Quantized (out, in) weights, float32, for weights `W` and Hessian `H` (in, in). Inputs are not changed."""
     W = W.detach().float().clone()
@@ -64,11 +68,14 @@ def gptq_quantize(
     dead = H.diagonal() == 0
     H[dead, dead] = 1
     W[:, dead] = 0
+    grouped = group_size is not None and group_size < cols
+    static = None
+    if grouped and static_groups:
+        static = [find_params(W[:, g : g + group_size], bits, symmetric) for g in range(0, cols, group_size)]
     perm = torch.argsort(H.diagonal(), descending=True) if act_order else None
     if perm is not None:
         W, H = W[:, perm], H[perm][:, perm]
     Hinv = inverse_hessian_factor(H, damp)
-    grouped = group_size is not None and group_size < cols
     if grouped:
         block_size = max(group_size, block_size // group_size * group_size)
     else:
@@ -80,7 +87,10 @@ def gptq_quantize(
         W1, Hinv1 = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2]
         Err1 = torch.zeros_like(W1)
         for i in range(i2 - i1):
-            if grouped and (i1 + i) % group_size == 0:
+            if static is not None:
+                column = int(perm[i1 + i]) if perm is not None else i1 + i
+                scale, zero = static[column // group_size]
+            elif grouped and (i1 + i) % group_size == 0:
                 scale, zero = find_params(W1[:, i : i + group_size], bits, symmetric)
             w = W1[:, i]
             q = fake_quantize(w.unsqueeze(1), scale, zero, maxq).flatten()
@@ -111,7 +121,7 @@ def apply_gptq(spec: QuantizeSpec, ctx: ApplyContext) -> Applied:
             parts = [job.weight(n) for n in names]
             Q = gptq_quantize(
                 torch.cat(parts), job.stats[names[0]].H, spec.bits, spec.group_size, spec.symmetric,
-                spec.act_order, spec.damp, spec.block_size,
+                spec.act_order, spec.damp, spec.block_size, spec.static_groups,
             )
             weights.update(zip(names, torch.split(Q, [p.shape[0] for p in parts]), strict=True))
         return weights
@@ -123,6 +133,7 @@ def apply_gptq(spec: QuantizeSpec, ctx: ApplyContext) -> Applied:
     realized = {
         "method": "gptq",
         "act_order": spec.act_order,
+        "static_groups": spec.static_groups,
         "damp": spec.damp,
         "block_size": spec.block_size,
         "calibration_tokens": int(calibration.windows.numel()),

@@ -44,10 +44,10 @@ def _apply_rtn(spec: QuantizeSpec, ctx: ApplyContext) -> Applied:
 def _realized_bits(spec: QuantizeSpec, ctx: ApplyContext) -> dict:
     """Distinct levels actually used per group, and storage bits per weight including scales.
 
-    GPTQ with act_order forms groups in Hessian order, so column groups in storage order are not its groups;
-    their level count is not reported then.
+    GPTQ with act_order (without static groups) forms groups in Hessian order, so column groups in storage order
+    are not its groups; their level count is not reported then.
     """
-    permuted_groups = spec.method == "gptq" and spec.act_order and spec.group_size is not None
+    permuted_groups = spec.method == "gptq" and spec.act_order and not spec.static_groups and spec.group_size is not None
     total = weighted_bits = 0.0
     most_levels = 0
     for block in decoder_layers(ctx.patient.model):

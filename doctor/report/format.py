@@ -184,6 +184,8 @@ def _quantize(mod: dict[str, Any]) -> str:
         parts.append("sym")
     if mod.get("act_order"):
         parts.append("act-order")
+    if mod.get("static_groups"):
+        parts.append("static-groups")
     return " ".join(parts)
 
 

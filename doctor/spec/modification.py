@@ -32,10 +32,20 @@ class QuantizeSpec(Spec):
     group_size: int | None = Field(None, ge=8, description="None: one scale per output channel")
     symmetric: bool = False
     act_order: bool = Field(False, description="GPTQ: quantize columns in order of decreasing Hessian diagonal")
+    static_groups: bool = Field(
+        False, description="GPTQ with groups: find every group's scale up front on contiguous columns (upstream "
+        "--static-groups), so act_order keeps groups contiguous in storage order",
+    )
     damp: float = Field(0.01, gt=0, lt=1, description="GPTQ/SparseGPT: dampening as a fraction of mean diag(H)")
     block_size: int = Field(128, ge=1, description="GPTQ/SparseGPT: columns per lazy-update block")
     grid: int = Field(20, ge=2, le=200, description="AWQ: points in the scale-exponent grid search")
     calibration: CalibrationSpec | None = None
+
+    @model_validator(mode="after")
+    def _check_static_groups(self) -> QuantizeSpec:
+        if self.static_groups and (self.method != "gptq" or self.group_size is None):
+            raise ValueError("static_groups applies only to method 'gptq' with a group_size")
+        return self
 
 
 class PruneSpec(Spec):

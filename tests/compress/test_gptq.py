@@ -69,6 +69,30 @@ def test_act_order_groups_follow_the_hessian_order() -> None:
     torch.testing.assert_close(Q, unpermuted[:, torch.argsort(perm)], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_static_groups_keep_storage_order_groups_under_act_order(seed) -> None:
+    W, H = _problem(seed=seed)
+    Q = gptq_quantize(W, H, 3, 8, act_order=True, static_groups=True)
+    _assert_levels(Q, 3, 8)  # contiguous groups of the stored matrix, unlike plain act_order
+    for g in range(0, W.shape[1], 8):  # each group's grid is RTN's grid on the unquantized weights
+        rtn = quantize_rtn(W[:, g : g + 8], 3, None, False)
+        scale = (rtn.max(1).values - rtn.min(1).values).clamp(min=1e-12)
+        steps = (Q[:, g : g + 8] - rtn) / scale.unsqueeze(1) * 7
+        torch.testing.assert_close(steps, steps.round(), rtol=0, atol=1e-4)
+    assert _quad_error(W, Q, H) < _quad_error(W, quantize_rtn(W, 3, 8, False), H)
+
+
+def test_static_groups_without_feedback_are_rtn_and_need_gptq_groups() -> None:
+    W, _ = _problem()
+    H = torch.diag(torch.rand(W.shape[1]) + 0.5)
+    Q = gptq_quantize(W, H, 3, 8, act_order=True, static_groups=True, block_size=16)
+    torch.testing.assert_close(Q, quantize_rtn(W, 3, 8, False), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="static_groups"):
+        QuantizeSpec(method="rtn", bits=4, group_size=32, static_groups=True)
+    with pytest.raises(ValueError, match="static_groups"):
+        QuantizeSpec(method="gptq", bits=4, static_groups=True)
+
+
 def test_dead_inputs_are_zeroed_and_inputs_untouched() -> None:
     W, H = _problem()
     H[:, 5] = 0
@@ -85,11 +109,13 @@ def _assert_levels(Q: torch.Tensor, bits: int, group: int) -> None:
             assert len(torch.unique(row)) <= 2**bits
 
 
+@pytest.mark.parametrize("static", [False, True])
 @pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gpt2"])
-def test_apply_gptq_on_tiny_models(fixture, request, tmp_path) -> None:
+def test_apply_gptq_on_tiny_models(fixture, static, request, tmp_path) -> None:
     patient = request.getfixturevalue(fixture)
     ctx = make_context(patient, tmp_path, samples=4, seq_len=32)
-    applied = apply_modification(QuantizeSpec(method="gptq", bits=3, group_size=16), ctx)
+    spec = QuantizeSpec(method="gptq", bits=3, group_size=16, act_order=static, static_groups=static)
+    applied = apply_modification(spec, ctx)
     assert len(applied.layers) == len(decoder_layers(patient.model))
     assert all(0 < s.rel_error < 1 for s in applied.layers)
     assert applied.realized["method"] == "gptq" and applied.realized["max_levels_per_group"] <= 8
