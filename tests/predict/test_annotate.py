@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 from predict_builders import checkup, examination, facts
@@ -95,3 +96,21 @@ def test_cli_add_fit_show(tmp_path, demo_exam):
     assert shown.exit_code == 0 and "q_bits" in shown.output and "domain:" in shown.output
     bad = runner.invoke(main, ["predictor", "add", str(tmp_path / "nope.json"), "--data", str(data)])
     assert bad.exit_code == 2 and "nope.json" in bad.output
+
+
+def test_cli_evaluate_prints_the_leave_one_family_out_table(tmp_path):
+    from doctor.cli import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    table = pd.read_csv(PREDICTORS_DIR / "data" / "literature.csv", dtype=str, keep_default_na=False)
+    keep = ("OPT", "BLOOM", "Falcon")  # a small table keeps the refits fast
+    table[table.model_family.isin(keep)].to_csv(data / "literature.csv", index=False)
+    result = CliRunner().invoke(main, ["predictor", "evaluate", "--data", str(data), "--by-family"])
+    assert result.exit_code == 0, result.output
+    assert "3 families" in result.output
+    header = next(line for line in result.output.splitlines() if line.startswith("kind"))
+    assert header.split() == ["kind", "rows", "mae_model", "mae_naive", "coverage_90", "families"]
+    overall = next(line for line in result.output.splitlines() if line.startswith("overall")).split()
+    assert overall[-1] == "3" and overall[-2].endswith("%") and float(overall[2]) >= 0
+    assert all(f in result.output for f in keep)  # --by-family: one row per held-out family
