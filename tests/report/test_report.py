@@ -146,3 +146,25 @@ def test_non_finite_values_survive_results_json(tmp_path: Path) -> None:
     assert math.isnan(loaded.checkups[0].metrics["kl_median"].value)
     again = write_reports(loaded, tmp_path / "b")
     assert again["report.md"].read_bytes() == first["report.md"].read_bytes()
+
+
+def test_audit_texts_timings_backend_size_and_latency_are_shown() -> None:
+    exam = build_examination()
+    onnx = exam.checkups[0].model_copy(update={
+        "id": "ort-int8", "modification": {"kind": "onnx", "quantize": "dynamic-int8"}, "backend": "onnx",
+        "provider": "CPUExecutionProvider", "started": "2025-01-01T10:59:58+00:00", "duration_s": 3.0,
+        "metrics": {**exam.checkups[0].metrics, "size_mb": Measurement(value=0.3125),
+                    "latency_ms": Measurement(value=12.5, n=5, note="median of 5")},
+    })
+    exam.checkups.append(onnx)
+    files = render_reports(exam)
+    for name in ("report.html", "report.md"):
+        text = files[name]
+        assert "onnx (CPUExecutionProvider)" in text, name
+        assert "latency (ms)" in text and "12.5" in text and "size (MB)" in text, name
+        assert "tinystories-calib: 16,384 tokens in 32 windows of 512, seed 0" in text, name
+        # per checkup: start, end (start + duration, across the hour) and duration
+        assert "2025-01-01T10:59:58+00:00" in text and "2025-01-01T11:00:01+00:00" in text, name
+    plots = {n: t for n, t in files.items() if n.endswith(".svg")}
+    assert "predicted band" in plots["plots/quant-ppl.svg"] and "threshold ≤ 1.1" in plots["plots/quant-ppl.svg"]
+    assert "predicted band" in plots["plots/prune-ppl.svg"] and "threshold ≤ 1.3" in plots["plots/prune-ppl.svg"]
