@@ -94,3 +94,67 @@ def test_malformed_user_rule_is_exit_2_before_loading(tmp_path):
     result = CliRunner().invoke(main, ["examine", str(tmp_path / "no-model"), "--rules", str(rules)])
     assert result.exit_code == 2
     assert "bad.yaml" in result.output and "no such model" not in result.output
+
+
+OVERRIDE = """\
+id: safe-compression-zone
+title: Safe zone (site policy)
+select: {kind: [quantize, prune], status: ok, verdict: pass}
+when: {value: {metric: ppl_ratio}, op: "<=", to: 1.01}
+finding:
+  cause: safe-compression-zone
+  severity: low
+  explanation: "{{ checkup }} keeps perplexity within 1% ({{ ppl_ratio | fmt }})."
+"""
+BLEED = """\
+id: big-bleed
+title: Large perplexity and KL rise
+select: {kind: quantize, status: ok}
+when:
+  all:
+    - {value: {metric: ppl_ratio}, op: ">", to: 2}
+    - {value: {metric: kl_mean}, op: ">", to: 0.1}
+finding:
+  cause: big-bleed
+  severity: high
+  explanation: "{{ checkup }}: ppl ratio {{ ppl_ratio | fmt }}, KL {{ kl_mean | fmt }}."
+"""
+ORDER = ["critical", "high", "medium", "low", "info"]
+
+
+def test_rules_dirs_override_by_id_and_findings_carry_the_observed_values(examined, tmp_path):
+    _, first = examined
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "results.jsonl").write_bytes((first / "results.jsonl").read_bytes())
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir(), two.mkdir()
+    (one / "safe.yaml").write_text(OVERRIDE)
+    (two / "bleed.yaml").write_text(BLEED)
+    suite = tmp_path / "s.yaml"
+    suite.write_text(SUITE)
+    result = CliRunner().invoke(
+        main, ["examine", "--suite", str(suite), "--out", str(out), "--resume", "--fail-on", "critical",
+               "--rules", str(one), "--rules", str(two)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    exam = json.loads((out / "results.json").read_text())
+    metrics = {c["id"]: c["metrics"] for c in exam["checkups"]}
+    findings = exam["findings"]
+    by_rule = {}
+    for f in findings:
+        by_rule.setdefault(f["rule"], []).append(f)
+    (bleed,) = by_rule["big-bleed"]
+    assert bleed["checkups"] == ["rtn-w2-g32"]
+    for key in ("ppl_ratio", "kl_mean"):  # evidence is the very number results.json holds
+        assert bleed["evidence"][key] == metrics["rtn-w2-g32"][key]["value"]
+    (safe,) = by_rule["safe-compression-zone"]  # the user rule replaced the built-in one of the same id
+    assert safe["title"] == "Safe zone (site policy)" and safe["checkups"] == ["rtn-w8"]
+    assert safe["evidence"]["ppl_ratio"] == metrics["rtn-w8"]["ppl_ratio"]["value"]
+    ranks = [ORDER.index(f["severity"]) for f in findings]
+    assert ranks == sorted(ranks)
+    md, html = (out / "report.md").read_text(), (out / "report.html").read_text()
+    for f in findings:
+        assert f["title"] in md and f["title"] in html
+    positions = [md.index(title) for title in ("Large perplexity and KL rise", "Safe zone (site policy)")]
+    assert positions == sorted(positions)  # high before low in the report too
