@@ -10,7 +10,7 @@ import torch
 
 from doctor.backends.torch_backend import TorchBackend
 from doctor.errors import NumericError
-from doctor.evaluation import baseline_pass, compare_pass
+from doctor.evaluation import DEFAULT_TOP_K, FULL_VOCAB_LIMIT, baseline_pass, compare_pass
 from doctor.metrics.language import against_baseline, perplexity
 
 
@@ -84,3 +84,32 @@ def test_non_finite_logits_raise(tiny_llama):
         tiny_llama.model.lm_head.weight[0, 0] = float("nan")
     with pytest.raises(NumericError, match="NaN"):
         compare_pass(backend, windows, cache, 128)
+
+
+def _vocab_llama(vocab: int) -> torch.nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
+    return LlamaForCausalLM(cfg).eval()
+
+
+@pytest.mark.parametrize("vocab", [256, FULL_VOCAB_LIMIT + 1])
+def test_kl_mode_follows_the_vocabulary_and_states_its_coverage(vocab):
+    """Full log-probs for small vocabularies; top-k plus tail mass (and its coverage) for large ones."""
+    model = _vocab_llama(vocab)
+    windows = torch.randint(0, vocab, (2, 33), generator=torch.Generator().manual_seed(0))
+    backend = TorchBackend(model)
+    base, cache = baseline_pass(backend, windows, vocab)
+    large = vocab > FULL_VOCAB_LIMIT
+    assert cache.mode == (f"top-{DEFAULT_TOP_K}" if large else "full")
+    kept = [t for t in (cache.logp, cache.topk_logp, cache.topk_idx, cache.tail_logp, cache.argmax) if t is not None]
+    per_token = sum(t.element_size() * t.numel() for t in kept) / (2 * 32)
+    assert per_token <= (150 if large else 4 * vocab + 8)  # top-k stays small whatever the vocabulary
+    with torch.no_grad():
+        model.lm_head.weight.mul_(1.5)
+    m = against_baseline(base, compare_pass(backend, windows, cache, vocab), 0, 0)
+    coverage = m["topk_coverage"].value
+    assert (0 < coverage < 1) if large else coverage == 1.0
+    assert m["kl_mean"].value > 0
