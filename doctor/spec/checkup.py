@@ -79,6 +79,18 @@ class Checkup(Spec):
                 raise ValueError(f"unknown metric '{name}'; known: {', '.join(METRIC_GROUPS)}")
         return value
 
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, value: list[str]) -> list[str]:
+        from doctor.tasks.format import TaskFileError, resolve_task
+
+        for ref in value:
+            try:
+                resolve_task(ref)
+            except TaskFileError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
     @field_validator("expect")
     @classmethod
     def _known_keys(cls, value: dict[str, Threshold]) -> dict[str, Threshold]:

@@ -42,6 +42,7 @@ def test_every_builtin_suite_validates():
         (GOOD + "  - id: a\n    modification: {kind: decode}\n", "duplicate checkup id 'a'"),
         ("- just a list\n", ":1: <root>: expected a mapping"),
         (GOOD.replace("id: a", "id: a\n    expect: {ppl_ratoi: {max: 1}}"), "unknown metric key 'ppl_ratoi'"),
+        (GOOD.replace("id: a", "id: a\n    tasks: [tinystories-clozed]"), ":4: checkups.0.tasks: tinystories-clozed: not a bundled task"),
     ],
 )
 def test_malformed_suite_is_one_located_line(tmp_path, text, expected):
