@@ -22,10 +22,9 @@ import torch
 from torch import nn
 
 from doctor.compress.collectors import HessianCollector
-from doctor.compress.sequential import GroupJob, in_features, run_sequential
-from doctor.compress.wanda import layer_groups
+from doctor.compress.sequential import GroupJob, in_features
+from doctor.compress.wanda import pruning_pass
 from doctor.modifications.base import Applied, ApplyContext
-from doctor.modifications.prune import realized_sparsity
 from doctor.spec.modification import PruneSpec
 
 
@@ -111,11 +110,4 @@ def apply_sparsegpt(spec: PruneSpec, ctx: ApplyContext) -> Applied:
     def solve(job: GroupJob) -> dict[str, torch.Tensor]:
         return {name: sparsegpt_prune(job.weight(name), stats.H, **options)[0] for name, stats in job.stats.items()}
 
-    layers = run_sequential(
-        ctx.patient.model, cal.windows, solve, ctx.progress, undo=ctx.undo, make_collector=_collector,
-        groups=layer_groups(spec),
-    )
-    per_layer = realized_sparsity(ctx.patient.model)["sparsity_per_layer"]
-    for stat, sparsity in zip(layers, per_layer, strict=True):
-        stat.sparsity = sparsity
-    return Applied(layers=layers, calibration=cal.info)
+    return pruning_pass(ctx, cal, solve, _collector, spec)

@@ -38,6 +38,18 @@ def wanda_mask(score: torch.Tensor, spec: PruneSpec) -> torch.Tensor:
     return row_mask(score, spec.target_sparsity)
 
 
+def pruning_pass(ctx: ApplyContext, cal, solve, make_collector, spec: PruneSpec) -> Applied:
+    """The sequential pass shared by Wanda and SparseGPT, with realized sparsity per layer."""
+    layers = run_sequential(
+        ctx.patient.model, cal.windows, solve, ctx.progress, undo=ctx.undo, make_collector=make_collector,
+        groups=layer_groups(spec),
+    )
+    per_layer = realized_sparsity(ctx.patient.model)["sparsity_per_layer"]
+    for stat, sparsity in zip(layers, per_layer, strict=True):
+        stat.sparsity = sparsity
+    return Applied(layers=layers, calibration=cal.info)
+
+
 def layer_groups(spec: PruneSpec) -> Callable[[nn.Module], list[list[str]]]:
     """True-sequential groups, or one group of every linear (the whole block calibrated at once)."""
     if spec.true_sequential:
@@ -60,11 +72,4 @@ def apply_wanda(spec: PruneSpec, ctx: ApplyContext) -> Applied:
             pruned[name] = w.masked_fill(wanda_mask(wanda_score(w, stats.norm), spec), 0.0)
         return pruned
 
-    layers = run_sequential(
-        ctx.patient.model, cal.windows, solve, ctx.progress, undo=ctx.undo, make_collector=_collector,
-        groups=layer_groups(spec),
-    )
-    per_layer = realized_sparsity(ctx.patient.model)["sparsity_per_layer"]
-    for stat, sparsity in zip(layers, per_layer, strict=True):
-        stat.sparsity = sparsity
-    return Applied(layers=layers, calibration=cal.info)
+    return pruning_pass(ctx, cal, solve, _collector, spec)
