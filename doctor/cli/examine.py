@@ -106,10 +106,20 @@ def _suite_label(path: Path) -> str:
 
 
 def _quiet_transformers() -> None:
+    """Library chatter (download retries, load bars) would bury the one-line error or the summary."""
+    import logging
+
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+    try:
+        from huggingface_hub.utils import logging as hub_logging
+
+        hub_logging.set_verbosity_error()
+    except ImportError:
+        pass
 
 
 def _summary(exam, paths: dict) -> None:
