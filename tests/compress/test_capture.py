@@ -248,3 +248,14 @@ def test_linears_reading_one_tensor_share_a_collector() -> None:
     assert stats["mlp.gate_proj"] is stats["mlp.up_proj"]
     distinct = {id(c) for c in stats.values()}
     assert len(distinct) == 4 and all(c.tokens == inputs.tokens for c in stats.values())
+
+
+def test_strided_hook_error_estimates_the_full_error() -> None:
+    windows = _windows()
+    full = run_sequential(tiny_llama_model(), windows, _rtn_solver, undo=UndoLog(), make_collector=lambda n, m: None)
+    thin = run_sequential(
+        tiny_llama_model(), windows, _rtn_solver, undo=UndoLog(), make_collector=lambda n, m: None, error_stride=8
+    )
+    for a, b in zip(full, thin, strict=True):
+        assert b.rel_error == pytest.approx(a.rel_error, rel=0.25)
+        assert b.rel_error != a.rel_error
