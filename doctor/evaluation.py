@@ -63,9 +63,11 @@ class _Chunk:
     lse: torch.Tensor  # (B, t)
     argmax: torch.Tensor  # (B, t)
     token_nll: torch.Tensor  # (B, t)
+    top_values: torch.Tensor | None = None  # (B, t, k) raw logits of the k largest, when asked for
+    top_idx: torch.Tensor | None = None  # (B, t, k)
 
 
-def _chunks(backend: Backend, windows: torch.Tensor, vocab: int, batch_size: int, progress=None):
+def _chunks(backend: Backend, windows: torch.Tensor, vocab: int, batch_size: int, progress=None, top_k=None):
     """Every (window batch, position chunk) of the evaluation, NaN/inf checked once per position."""
     n_win, seq_len = windows.shape
     preds = seq_len - 1
@@ -77,14 +79,19 @@ def _chunks(backend: Backend, windows: torch.Tensor, vocab: int, batch_size: int
             if end <= start:
                 continue  # the last position predicts nothing inside the window
             logits = logits[:, : end - start].cpu()
-            # one max pass gives the argmax and the shift for a stable log-normaliser
-            peak, argmax = logits.max(dim=-1)  # (B, t)
+            # one pass gives the argmax and the shift for a stable log-normaliser (the top-k's first entry)
+            top_values = top_idx = None
+            if top_k:
+                top_values, top_idx = logits.topk(top_k, dim=-1)
+                peak, argmax = top_values[..., 0], top_idx[..., 0]
+            else:
+                peak, argmax = logits.max(dim=-1)  # (B, t)
             lse = peak + (logits - peak[..., None]).exp_().sum(-1).log_()
             # NaN or inf anywhere in a row makes its log-normaliser non-finite: one check covers the logits
             if not torch.isfinite(lse).all():
                 raise NumericError(f"non-finite logits (NaN/inf) in evaluation windows {w0}-{w1 - 1}")
             target_logit = logits.gather(-1, batch[:, start + 1 : end + 1, None]).squeeze(-1)
-            yield _Chunk(w0, w1, start, end, logits, lse, argmax, lse - target_logit)
+            yield _Chunk(w0, w1, start, end, logits, lse, argmax, lse - target_logit, top_values, top_idx)
         if progress:
             progress(batch.shape[0])
 
@@ -110,16 +117,15 @@ def baseline_pass(
     # int32 ids: about 8k + 8 bytes per token in top-k mode (140 bytes at k=16)
     topk_idx = None if full else torch.empty(n_win, preds, k, dtype=torch.int32)
     tail = None if full else torch.empty(n_win, preds)
-    for c in _chunks(backend, windows, vocab, batch_size, progress):
+    for c in _chunks(backend, windows, vocab, batch_size, progress, top_k=None if full else k):
         rows, cols = slice(c.w0, c.w1), slice(c.start, c.end)
         nll_sum[rows] += c.token_nll.sum(1).double()
         argmax[rows, cols] = c.argmax
         if full:
             logp_all[rows, cols] = c.logits - c.lse[..., None]
         else:
-            values, idx = c.logits.topk(k, dim=-1)
-            values -= c.lse[..., None]
-            topk_logp[rows, cols], topk_idx[rows, cols] = values, idx
+            values = c.top_values - c.lse[..., None]
+            topk_logp[rows, cols], topk_idx[rows, cols] = values, c.top_idx
             mass = values.exp().sum(-1)
             tail[rows, cols] = torch.log1p(-mass.clamp(max=1 - 1e-7))
     nll = (nll_sum / preds).numpy()
@@ -128,14 +134,16 @@ def baseline_pass(
     return PassResult(nll=nll, kl_window=np.zeros(n_win), agree_window=np.ones(n_win), coverage=coverage), cache
 
 
-def _kl_chunk(cache: BaselineCache, logq: torch.Tensor, w0: int, w1: int, start: int, end: int) -> torch.Tensor:
-    """Per-token KL(baseline || current) for a chunk; logq (B, t, V)."""
+def _kl_chunk(cache: BaselineCache, c: _Chunk) -> torch.Tensor:
+    """Per-token KL(baseline || current) for a chunk of current logits (B, t, V)."""
+    rows, cols = slice(c.w0, c.w1), slice(c.start, c.end)
     if cache.logp is not None:
-        logp = cache.logp[w0:w1, start:end]
-        return (logp.exp() * (logp - logq)).sum(-1)
-    lp = cache.topk_logp[w0:w1, start:end]  # (B, t, k)
-    lq = logq.gather(-1, cache.topk_idx[w0:w1, start:end].long())
-    lp_tail = cache.tail_logp[w0:w1, start:end]
+        logp = cache.logp[rows, cols]
+        return (logp.exp() * (logp - (c.logits - c.lse[..., None]))).sum(-1)
+    lp = cache.topk_logp[rows, cols]  # (B, t, k)
+    # only the k kept entries of log q are needed: gather before normalising, not after
+    lq = c.logits.gather(-1, cache.topk_idx[rows, cols].long()) - c.lse[..., None]
+    lp_tail = cache.tail_logp[rows, cols]
     q_tail = (1 - lq.exp().sum(-1)).clamp(min=1e-12)
     return (lp.exp() * (lp - lq)).sum(-1) + lp_tail.exp() * (lp_tail - q_tail.log())
 
@@ -161,8 +169,7 @@ def compare_pass(
         nll_sum[rows] += c.token_nll.sum(1).double()
         hits[rows] += (c.argmax == cache.argmax[rows, cols]).sum(1).double()
         if with_kl:
-            logq = c.logits - c.lse[..., None]
-            kl_tokens[rows, cols] = _kl_chunk(cache, logq, c.w0, c.w1, c.start, c.end).clamp(min=0.0)
+            kl_tokens[rows, cols] = _kl_chunk(cache, c).clamp(min=0.0)
     result = PassResult(nll=(nll_sum / preds).numpy(), agree_window=(hits / preds).numpy())
     if with_kl:
         result.kl_window = kl_tokens.mean(1).double().numpy()
