@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from doctor.backends.base import Backend
 from doctor.errors import NumericError
@@ -79,19 +80,20 @@ def _chunks(backend: Backend, windows: torch.Tensor, vocab: int, batch_size: int
             if end <= start:
                 continue  # the last position predicts nothing inside the window
             logits = logits[:, : end - start].cpu()
-            # one pass gives the argmax and the shift for a stable log-normaliser (the top-k's first entry)
+            targets = batch[:, start + 1 : end + 1]
+            # fused log-softmax + NLL; NaN or inf anywhere in a row makes its NLL non-finite
+            token_nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
+            token_nll = token_nll.view(targets.shape)  # (B, t)
+            if not torch.isfinite(token_nll).all():
+                raise NumericError(f"non-finite logits (NaN/inf) in evaluation windows {w0}-{w1 - 1}")
+            lse = token_nll + logits.gather(-1, targets[..., None]).squeeze(-1)  # log-normaliser per position
             top_values = top_idx = None
             if top_k:
                 top_values, top_idx = logits.topk(top_k, dim=-1)
-                peak, argmax = top_values[..., 0], top_idx[..., 0]
+                argmax = top_idx[..., 0]
             else:
-                peak, argmax = logits.max(dim=-1)  # (B, t)
-            lse = peak + (logits - peak[..., None]).exp_().sum(-1).log_()
-            # NaN or inf anywhere in a row makes its log-normaliser non-finite: one check covers the logits
-            if not torch.isfinite(lse).all():
-                raise NumericError(f"non-finite logits (NaN/inf) in evaluation windows {w0}-{w1 - 1}")
-            target_logit = logits.gather(-1, batch[:, start + 1 : end + 1, None]).squeeze(-1)
-            yield _Chunk(w0, w1, start, end, logits, lse, argmax, lse - target_logit, top_values, top_idx)
+                argmax = logits.argmax(-1)  # (B, t)
+            yield _Chunk(w0, w1, start, end, logits, lse, argmax, token_nll, top_values, top_idx)
         if progress:
             progress(batch.shape[0])
 
