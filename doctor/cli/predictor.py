@@ -40,10 +40,10 @@ _no_obs = click.option("--no-observations", is_flag=True, help="Fit on the publi
 @_data
 @_no_obs
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=PREDICTORS_DIR,
-              show_default=True, help="Where degradation.json and baseline-health.json are written.")
+              show_default=True, help="Where degradation.json, baseline-health.json and accuracy-drop.json are written.")
 @_guard
 def fit(data_dir: Path, no_observations: bool, out_dir: Path) -> None:
-    """Fit both predictors on the training tables and write them as plain JSON."""
+    """Fit the predictors on the training tables and write them as plain JSON."""
     from doctor.predict.train import fit_all
 
     command = "doctor predictor fit" + (" --no-observations" if no_observations else "")
@@ -69,7 +69,8 @@ def _table(frame, float_cols: dict[str, str]) -> str:
 @click.option("--by-family", is_flag=True, help="Also print the table per held-out family.")
 @_guard
 def evaluate(data_dir: Path, no_observations: bool, by_family: bool) -> None:
-    """Leave-one-family-out: MAE of log PPL ratio per kind (model vs naive) and 90% interval coverage."""
+    """Leave-one-family-out: MAE of log PPL ratio and of accuracy drop (pp) per kind, model vs naive median,
+    and 90% interval coverage."""
     from doctor.predict.evaluate import family_summary, held_out_predictions, summarize
     from doctor.predict.table import degradation_rows
     from doctor.predict.train import load_frames, table_paths
@@ -83,6 +84,26 @@ def evaluate(data_dir: Path, no_observations: bool, by_family: bool) -> None:
     if by_family:
         click.echo("")
         click.echo(_table(family_summary(held), fmt))
+    _evaluate_accuracy(data_dir, no_observations, by_family, fmt)
+
+
+def _evaluate_accuracy(data_dir: Path, no_observations: bool, by_family: bool, fmt: dict[str, str]) -> None:
+    from doctor.predict.accuracy import accuracy_rows, enough_rows, held_out_accuracy
+    from doctor.predict.evaluate import family_summary, summarize
+    from doctor.predict.train import load_frames, table_paths
+
+    frame = accuracy_rows(load_frames(table_paths(data_dir, not no_observations)))
+    if frame.model_family.nunique() < 2 or not enough_rows(frame[frame.model_family != frame.model_family.mode()[0]]):
+        click.echo(f"\naccuracy drop: {len(frame)} rows, too few for leave-one-family-out")
+        return
+    held = held_out_accuracy(frame)
+    fmt = {**fmt, "mae_model": "{:.2f}", "mae_naive": "{:.2f}"}
+    click.echo(f"\nLeave-one-family-out on {len(frame)} rows, {frame.model_family.nunique()} families "
+               "(target: accuracy drop in percentage points)\n")
+    click.echo(_table(summarize(held), fmt))
+    if by_family:
+        click.echo("")
+        click.echo(_table(family_summary(held), fmt))
 
 
 @predictor.command()
@@ -91,14 +112,18 @@ def evaluate(data_dir: Path, no_observations: bool, by_family: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the whole artifact as JSON.")
 @_guard
 def show(pred_dir: Path, as_json: bool) -> None:
-    """Training summary, domain of validity and coefficients of the fitted predictor."""
+    """Training summary, domain of validity and coefficients of the fitted predictors."""
     import numpy as np
 
     from doctor.predict.predict import Predictor
 
     p = Predictor.load(pred_dir)
     if as_json:
-        click.echo(json.dumps({"meta": p.meta, "model": p.model, "health": p.health}, indent=1))
+        from doctor.predict.accuracy import load_accuracy
+
+        acc = load_accuracy(pred_dir)
+        click.echo(json.dumps({"meta": p.meta, "model": p.model, "health": p.health,
+                               "accuracy_drop": acc.model if acc else None}, indent=1))
         return
     click.echo(f"{p.name}  sha256 {p.sha256}\ncreated {p.meta.get('created')}  by: {p.meta.get('command')}")
     click.echo(f"training tables: {json.dumps(p.meta.get('training_tables', {}))}")
@@ -112,6 +137,25 @@ def show(pred_dir: Path, as_json: bool) -> None:
         click.echo(f"\nbaseline health: {json.dumps(p.health['training'])}")
         for name, coef in zip(p.health["features"], p.health["coef"], strict=True):
             click.echo(f"  {name:16s} {coef:+9.4f}")
+    _show_accuracy(pred_dir)
+
+
+def _show_accuracy(pred_dir: Path) -> None:
+    import numpy as np
+
+    from doctor.predict.accuracy import load_accuracy
+
+    acc = load_accuracy(pred_dir)
+    if acc is None:
+        click.echo("\naccuracy drop: no accuracy-drop.json")
+        return
+    model = acc.model
+    click.echo(f"\naccuracy drop ({acc.name}  sha256 {acc.sha256}): {json.dumps(model['training'])}")
+    click.echo("domain: " + "; ".join(f"{k} [{lo:.3g}, {hi:.3g}]" for k, (lo, hi) in model["domain"].items()))
+    click.echo(f"target: {model['target']} (c {model['c']})")
+    se = np.sqrt(np.clip(np.diag(acc.cov), 0, None))
+    for name, coef, s in zip(model["features"], acc.coef, se, strict=True):
+        click.echo(f"  {name:16s} {coef:+9.4f}  (se {s:.4f})")
 
 
 @predictor.command()

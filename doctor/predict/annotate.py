@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from doctor.predict import features as F
+from doctor.predict.accuracy import annotate_accuracy, load_accuracy
 from doctor.predict.adapt import Anchor, adapt, delta_sd_from_interval, is_mild
 from doctor.predict.cases import Unsupported, cases_for
 from doctor.predict.health import assess
@@ -93,8 +94,9 @@ def _health(exam: Examination, predictor: Predictor) -> dict:
 
 
 def annotate(exam: Examination, predictor_dir: Path | None = None) -> None:
-    """Expected PPL ratio (with prior_* when adapted) for every featurizable ok checkup, baseline health,
-    and `exam.predictor` (artifact, sha256, version, skipped checkups, adaptation anchors)."""
+    """Expected PPL ratio (with prior_* when adapted) for every featurizable ok checkup, expected accuracy
+    drops (`acc_drop:<task>`, when accuracy-drop.json is present), baseline health, and `exam.predictor`
+    (artifact, sha256, version, skipped checkups, adaptation anchors)."""
     from doctor.resources import PREDICTORS_DIR
 
     predictor = Predictor.load(predictor_dir or PREDICTORS_DIR)
@@ -114,10 +116,15 @@ def annotate(exam: Examination, predictor_dir: Path | None = None) -> None:
             expected = expected.model_copy(update={"outside": side})
         item.checkup.expected[METRIC] = expected
     exam.baseline.health = _health(exam, predictor)
+    accuracy = load_accuracy(predictor_dir or PREDICTORS_DIR)
+    n_acc = annotate_accuracy(exam, accuracy, skipped) if accuracy else 0
     exam.predictor = {
         "artifact": predictor.name, "sha256": predictor.sha256,
         "version": predictor.meta.get("format_version"), "created": predictor.meta.get("created"),
         "training_tables": predictor.meta.get("training_tables", {}),
         "adaptation": {"anchors": [cid for cid, _ in anchors]}, "skipped": skipped,
     }
+    if accuracy:
+        exam.predictor["accuracy_artifact"] = {"artifact": accuracy.name, "sha256": accuracy.sha256,
+                                              "expectations": n_acc}
     log.info("predictor: %d checkups annotated, %d skipped, %d anchors", len(items), len(skipped), len(anchors))

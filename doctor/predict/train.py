@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from doctor.errors import DataError
+from doctor.predict.accuracy import ACCURACY_FILE, accuracy_rows, enough_rows, fit_accuracy
 from doctor.predict.artifact import DEGRADATION_FILE, HEALTH_FILE, make_meta, save_artifact
 from doctor.predict.fit import fit_degradation
 from doctor.predict.health import fit_health
@@ -36,7 +37,7 @@ def load_frames(paths: list[Path]) -> list[pd.DataFrame]:
 
 
 def fit_all(data_dir: Path, out_dir: Path, observations: bool = True, command: str = "") -> dict[str, str]:
-    """Fit degradation and baseline-health models; write both artifacts; returns file name -> sha256."""
+    """Fit degradation, baseline-health and accuracy-drop models; write the artifacts; file name -> sha256."""
     paths = table_paths(data_dir, observations)
     frames = load_frames(paths)
     written = {}
@@ -44,5 +45,11 @@ def fit_all(data_dir: Path, out_dir: Path, observations: bool = True, command: s
     written[DEGRADATION_FILE] = save_artifact(degradation, Path(out_dir) / DEGRADATION_FILE)
     health = {"meta": make_meta("baseline-health", paths, command), "model": fit_health(baseline_rows(frames))}
     written[HEALTH_FILE] = save_artifact(health, Path(out_dir) / HEALTH_FILE)
+    acc_rows = accuracy_rows(frames)
+    if enough_rows(acc_rows):
+        accuracy = {"meta": make_meta("accuracy-drop", paths, command), "model": fit_accuracy(acc_rows)}
+        written[ACCURACY_FILE] = save_artifact(accuracy, Path(out_dir) / ACCURACY_FILE)
+    else:
+        log.warning("accuracy-drop model not fitted: %d accuracy rows with a dense value", len(acc_rows))
     log.info("fitted %s from %s", ", ".join(written), ", ".join(p.name for p in paths))
     return written
