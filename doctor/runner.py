@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from doctor.calibration import CalibrationProvider
-from doctor.checkup_run import Session, now_iso, one_line, run_checkup, window_progress
+from doctor.checkup_run import DEFAULT_TASKS, Session, now_iso, one_line, run_checkup, window_progress
 from doctor.environment import describe
 from doctor.evaluation import baseline_pass
 from doctor.journal import Journal
@@ -67,7 +67,7 @@ def _layer_probe(patient: Patient, suite: Suite, windows: torch.Tensor):
 
 
 def _baseline_tasks(patient: Patient, suite: Suite, backend) -> dict:
-    refs = sorted({t for c in suite.checkups if "tasks" in c.metrics for t in (c.tasks or ["tinystories-cloze"])})
+    refs = sorted({t for c in suite.checkups if "tasks" in c.metrics for t in (c.tasks or DEFAULT_TASKS)})
     if not refs:
         return {}
     from doctor.tasks import measure_tasks

@@ -29,7 +29,7 @@ from doctor.compress.capture import LayerInputs, layer_output, run_until_stopped
 from doctor.compress.collectors import ActivationMagnitudeCollector
 from doctor.compress.hooks import forward_hooks
 from doctor.compress.quantizer import quantize_rtn
-from doctor.compress.sequential import GroupJob, in_features, run_sequential
+from doctor.compress.sequential import GroupJob, calibration_summary, in_features, run_sequential
 from doctor.errors import ModificationError
 from doctor.modifications.base import Applied, ApplyContext, UndoLog
 from doctor.spec.modification import QuantizeSpec
@@ -250,14 +250,11 @@ def apply_awq(spec: QuantizeSpec, ctx: ApplyContext, *, round_weights: bool = Tr
         model, calibration.windows, solver, ctx.progress, undo=ctx.undo, make_collector=make_collector,
         finish_layer=round_layer, propagate="original",
     )
-    errors = [s.rel_error for s in layers if s.rel_error is not None]
     realized = {
         "method": "awq",
         "grid": spec.grid,
         "scaled_groups": solver.scaled_groups,
-        "calibration_tokens": int(calibration.windows.numel()),
-        "calib_rel_error_mean": sum(errors) / len(errors) if errors else None,
-        "calib_rel_error_max": max(errors) if errors else None,
+        **calibration_summary(layers, calibration.windows),
     }
     return Applied(realized=realized, layers=layers, calibration=calibration.info)
 

@@ -28,7 +28,7 @@ import torch
 
 from doctor.compress.collectors import HessianCollector
 from doctor.compress.quantizer import fake_quantize, find_params
-from doctor.compress.sequential import GroupJob, in_features, run_sequential
+from doctor.compress.sequential import GroupJob, calibration_summary, in_features, run_sequential
 from doctor.errors import NumericError
 from doctor.modifications.base import Applied, ApplyContext
 from doctor.spec.modification import QuantizeSpec
@@ -129,15 +129,12 @@ def apply_gptq(spec: QuantizeSpec, ctx: ApplyContext) -> Applied:
     layers = run_sequential(
         ctx.patient.model, calibration.windows, solve, ctx.progress, undo=ctx.undo, make_collector=make_collector
     )
-    errors = [s.rel_error for s in layers if s.rel_error is not None]
     realized = {
         "method": "gptq",
         "act_order": spec.act_order,
         "static_groups": spec.static_groups,
         "damp": spec.damp,
         "block_size": spec.block_size,
-        "calibration_tokens": int(calibration.windows.numel()),
-        "calib_rel_error_mean": sum(errors) / len(errors) if errors else None,
-        "calib_rel_error_max": max(errors) if errors else None,
+        **calibration_summary(layers, calibration.windows),
     }
     return Applied(realized=realized, layers=layers, calibration=calibration.info)

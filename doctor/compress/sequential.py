@@ -224,3 +224,13 @@ def _rerun(
         return None
     with forward_hooks(hooks, with_kwargs=True):
         return inputs.run(state.layer)
+
+
+def calibration_summary(layers: list[LayerStat], calibration_windows: torch.Tensor) -> dict[str, Any]:
+    """Realized facts every calibrated method reports: tokens used and the per-layer error summary."""
+    errors = [s.rel_error for s in layers if s.rel_error is not None]
+    return {
+        "calibration_tokens": int(calibration_windows.numel()),
+        "calib_rel_error_mean": sum(errors) / len(errors) if errors else None,
+        "calib_rel_error_max": max(errors) if errors else None,
+    }

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from doctor.errors import ConfigError
+from doctor.spec.modification import MODIFICATION_KINDS
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -91,10 +92,9 @@ def _yaml_path(loc: tuple, data: Any) -> tuple:
     return tuple(path)
 
 
-_KINDS = "quantize, prune, remove_layers, expand_layers, decode, onnx, compose"
-_UNION_TAGS = frozenset(
-    {"quantize", "prune", "remove_layers", "expand_layers", "decode", "onnx", "compose", "function-after"}
-)
+_KINDS = ", ".join(MODIFICATION_KINDS)
+# Pydantic puts the union member's tag (and validator wrappers) into error locations; YAML has no such key
+_UNION_TAGS = frozenset({*MODIFICATION_KINDS, "function-after"})
 
 
 def format_validation_error(exc: ValidationError, marked: _Marked, source: str) -> str:
