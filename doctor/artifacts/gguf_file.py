@@ -1,0 +1,54 @@
+"""GGUF candidates: every tensor dequantized by the `gguf` package, mapped to the original's parameter names by
+transformers' GGUF loader (which also undoes llama.cpp's q/k row permutation)."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from doctor.errors import ModelLoadError
+
+
+def require_gguf() -> None:
+    try:
+        import gguf  # noqa: F401
+    except ImportError:
+        raise ModelLoadError('reading GGUF files needs the gguf package: pip install "model-doctor[gguf]"') from None
+
+
+def tensor_types(path: Path) -> dict[str, float]:
+    """Share of the file's weights (by element count) stored in each GGML type, e.g. {'Q4_0': 0.93, 'F32': 0.07}."""
+    from gguf import GGUFReader
+
+    counts: Counter[str] = Counter()
+    for tensor in GGUFReader(str(path)).tensors:
+        counts[tensor.tensor_type.name] += int(tensor.n_elements)
+    total = sum(counts.values()) or 1
+    return {name: counts[name] / total for name in sorted(counts, key=counts.get, reverse=True)}
+
+
+def token_list(path: Path) -> list[str] | None:
+    """The vocabulary stored in the file (`tokenizer.ggml.tokens`), or None when it has none."""
+    from gguf import GGUFReader
+
+    field = GGUFReader(str(path)).fields.get("tokenizer.ggml.tokens")
+    if field is None:
+        return None
+    return [bytes(field.parts[i]).decode("utf-8", errors="replace") for i in field.data]
+
+
+def read_gguf(path: Path, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Float32 tensors keyed by `model`'s parameter names."""
+    require_gguf()
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    logging.getLogger("transformers.modeling_gguf_pytorch_utils").setLevel(logging.ERROR)
+    try:
+        parsed = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=model, torch_dtype=torch.float32)
+    except (ValueError, KeyError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"{path}: cannot read GGUF: {first}") from None
+    return parsed["tensors"]
