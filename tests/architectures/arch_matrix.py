@@ -15,6 +15,8 @@ from pathlib import Path
 
 from arch_zoo import CONFIGS, tiny_model
 
+from tests.conftest import as_patient
+
 # (column title, modification spec)
 KINDS: list[tuple[str, dict]] = [
     ("RTN 4", {"kind": "quantize", "method": "rtn", "bits": 4, "group_size": 32}),
@@ -62,9 +64,6 @@ def suite():
 
 def run_arch(arch: str, out_dir: Path, model=None):
     """Examine a tiny `arch` model with every kind; returns (cells by column title, the examined model)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from conftest import as_patient
-
     from doctor.runner import Options, examine
 
     model = model if model is not None else tiny_model(arch)

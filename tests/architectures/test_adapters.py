@@ -3,26 +3,21 @@ fallback whose layout questions are one recorded "unsupported: reason" each whil
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 import torch
 from arch_zoo import CONFIGS, tiny_model
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "compress"))
-from conftest import as_patient, make_context  # noqa: E402
-
-import doctor.architectures as architectures  # noqa: E402
-from doctor.architectures import GENERIC, architecture_of  # noqa: E402
-from doctor.architectures.llama import LlamaLike  # noqa: E402
-from doctor.compress.adapters import decoder_layers  # noqa: E402
-from doctor.modifications import apply_modification  # noqa: E402
-from doctor.runner import Options, examine  # noqa: E402
-from doctor.spec.checkup import Suite  # noqa: E402
-from doctor.spec.modification import QuantizeSpec  # noqa: E402
+import doctor.architectures as architectures
+from doctor.architectures import GENERIC, architecture_of
+from doctor.architectures.llama import LlamaLike
+from doctor.compress.adapters import decoder_layers
+from doctor.modifications import apply_modification
+from doctor.runner import Options, examine
+from doctor.spec.checkup import Suite
+from doctor.spec.modification import QuantizeSpec
+from tests.conftest import as_patient, make_context
 
 EXPECTED = {"gpt2": "gpt2", "opt": "opt", "llama": "llama", "mistral": "llama", "qwen2": "llama", "gemma2": "llama",
             "phi3": "phi3", "gpt_neox": "gpt_neox", "falcon": "falcon", "mixtral": "moe", "qwen2_moe": "moe",
@@ -114,13 +109,18 @@ def test_an_unknown_layout_is_one_unsupported_result_per_checkup(monkeypatch, tm
 def test_heads_without_contribution_are_removed_first(arch, tmp_path):
     """Row maps of fused and separate projections: silencing one KV group by the map and removing it keeps
     the logits, so the map agrees with how the attention really splits its rows."""
-    from test_structured import dead_heads  # tests/compress
-
     from doctor.spec.modification import PruneSpec
 
     model = tiny_model(arch)
     patient = as_patient(model, arch)
-    dead_heads(patient)
+    for i, block in enumerate(decoder_layers(model)):  # silence KV group i % kv in layer i, by the row maps
+        a = architecture_of(block).attention(block)
+        g, per = i % a.kv_heads, a.heads // a.kv_heads
+        with torch.no_grad():
+            for attr, (q_of, kv_of) in a.inputs.items():
+                w = getattr(a.module, attr).weight
+                w[(q_of // per == g) | (kv_of == g)] = 0
+            getattr(a.module, a.out).weight[:, g * per * a.head_dim:(g + 1) * per * a.head_dim] = 0
     ids = torch.randint(3, 128, (2, 12), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         base = model(input_ids=ids, use_cache=False).logits

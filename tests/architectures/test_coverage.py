@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from arch_zoo import tiny_model
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import as_patient, make_context  # noqa: E402
-
-from doctor.compress.adapters import decoder_layers  # noqa: E402
-from doctor.modifications import apply_modification  # noqa: E402
-from doctor.spec.modification import PruneSpec, QuantizeSpec  # noqa: E402
+from doctor.compress.adapters import decoder_layers
+from doctor.modifications import apply_modification
+from doctor.spec.modification import PruneSpec, QuantizeSpec
+from tests.conftest import as_patient, make_context
 
 
 def _weights(model) -> dict[str, torch.Tensor]:

@@ -3,25 +3,20 @@ expert calibrated on the tokens the router sends to it, with the stated fallback
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from arch_zoo import tiny_model
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import as_patient, make_context  # noqa: E402
-
-from doctor.compress.adapters import decoder_layers  # noqa: E402
-from doctor.compress.collectors import HessianCollector  # noqa: E402
-from doctor.compress.quantizer import quantize_rtn  # noqa: E402
-from doctor.compress.sequential import in_features, run_sequential  # noqa: E402
-from doctor.errors import ModificationError  # noqa: E402
-from doctor.modifications import apply_modification  # noqa: E402
-from doctor.modifications.base import UndoLog  # noqa: E402
-from doctor.modifications.coverage import prepare_targets  # noqa: E402
-from doctor.spec.modification import PruneSpec, QuantizeSpec  # noqa: E402
+from doctor.compress.adapters import decoder_layers
+from doctor.compress.collectors import HessianCollector
+from doctor.compress.quantizer import quantize_rtn
+from doctor.compress.sequential import in_features, run_sequential
+from doctor.errors import ModificationError
+from doctor.modifications import apply_modification
+from doctor.modifications.base import UndoLog
+from doctor.modifications.coverage import prepare_targets
+from doctor.spec.modification import PruneSpec, QuantizeSpec
+from tests.conftest import as_patient, make_context
 
 SPECS = [
     QuantizeSpec(method="rtn", bits=4, group_size=32),

@@ -75,7 +75,7 @@ def test_wanda_head_score_by_hand():
     assert kv.tolist() == [0.0]
 
 
-def dead_heads(patient) -> list[int]:
+def _dead_heads(patient) -> list[int]:
     """Silence one KV group (or head, for GPT-2) per layer, a different one each layer; returns them."""
     dead = []
     for i, block in enumerate(decoder_layers(patient.model)):
@@ -97,7 +97,7 @@ def dead_heads(patient) -> list[int]:
 def test_heads_with_no_contribution_are_removed_first(patient, method, request, tmp_path):
     patient = request.getfixturevalue(patient)
     model = patient.model
-    dead = dead_heads(patient)
+    dead = _dead_heads(patient)
     ids = _ids(patient.facts.vocab)
     base = _logits(model, ids)
     kv = attention_of(decoder_layers(model)[0]).kv_heads
