@@ -1,0 +1,39 @@
+"""`size`: the modified model's storage size, parameter count and ratio, effective bits and sparsity."""
+
+from __future__ import annotations
+
+from doctor.metrics.registry import MetricGroup, MetricKey
+
+
+def measure(measuring) -> dict:
+    from doctor.metrics.deployment import measure_size
+    from doctor.patient import count_params
+    from doctor.results import Measurement
+
+    session, realized = measuring.session, measuring.result.realized
+    params = count_params(session.patient.model)
+    out = {
+        "size_mb": measure_size(measuring.backend, session.patient, realized),
+        "params": Measurement(value=float(params)),
+        "params_ratio": Measurement(value=params / session.patient.facts.params),
+    }
+    if realized.get("effective_bits") is not None:
+        out["effective_bits"] = Measurement(value=float(realized["effective_bits"]))
+    if realized.get("sparsity") is not None:
+        out["sparsity"] = Measurement(value=float(realized["sparsity"]))
+    return out
+
+
+GROUP = MetricGroup(
+    name="size",
+    keys=(
+        MetricKey("size_mb", "size (MB)", unit="MB", format=".2f"),
+        MetricKey("params", "params", format=",.0f"),
+        MetricKey("params_ratio", "params ratio", format=".4f"),
+        MetricKey("effective_bits", "effective bits", unit="bits/weight", format=".3f"),
+        MetricKey("sparsity", "sparsity", format=".4f"),
+    ),
+    measure=measure,
+    rank=70,
+    description="size in MB, parameters and their ratio to the baseline, effective bits, realized sparsity",
+)
