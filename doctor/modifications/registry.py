@@ -172,3 +172,9 @@ def case_fields(modification: dict[str, Any], realized: dict[str, Any], layers: 
     if registered is None or registered.predictor is None:
         raise Unsupported(f"no published data for modification kind '{kind}'")
     return registered.predictor(modification, realized, layers)
+
+
+def no_expectation(leaf_kinds: list[str]) -> str | None:
+    """Why a modification made of these leaf kinds has no expectation by declaration, or None if it may have one."""
+    missing = [kind for kind in leaf_kinds if kind not in methods() or methods()[kind].predictor is None]
+    return f"no published data for {', '.join(dict.fromkeys(missing))}" if missing else None

@@ -8,6 +8,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from doctor.modifications import registry
+from doctor.modifications.kinds.compose import leaves
+from doctor.predict.annotate import METRIC as PREDICTED_METRIC
 from doctor.report import format as fmt
 from doctor.results import CheckupResult, Examination, Finding, Measurement, TextInfo
 from doctor.spec.checkup import SEVERITIES
@@ -246,6 +249,9 @@ def _cell(key: str, m: Measurement, c: CheckupResult | None, threshold_text: tup
         outside = expected.outside or ""
         notes = [] if expected.in_domain else ["outside the predictor's domain"]
         exp_note = "; ".join(notes + ([expected.warning] if expected.warning else []))
+    elif c is not None and key == PREDICTED_METRIC:
+        why = registry.no_expectation([str(leaf.get("kind")) for leaf in leaves(c.modification)])
+        exp_text, exp_note = ("no expectation", why) if why else ("", "")
     bound, verdict = threshold_text or ("", "")
     note = ", ".join(p for p in (f"n={m.n}" if m.n is not None else "", m.note or "") if p)
     return MetricCell(key=key, label=fmt.metric_label(key), value=fmt.number(m.value, key),
