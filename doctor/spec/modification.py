@@ -14,12 +14,12 @@ from doctor.modifications.kinds.prune import PruneSpec
 from doctor.modifications.kinds.quantize import QuantizeSpec
 from doctor.modifications.kinds.remove_layers import RemoveLayersSpec
 from doctor.modifications.registry import kinds, modification_union
-from doctor.spec.base import CalibrationSpec, Spec
+from doctor.spec.base import CalibrationSpec, Spec, TargetSpec
 
 Modification = modification_union()
 MODIFICATION_KINDS: tuple[str, ...] = kinds()
 
 __all__ = [
     "MODIFICATION_KINDS", "CalibrationSpec", "ComposeSpec", "DecodeSpec", "ExpandLayersSpec", "Modification",
-    "OnnxSpec", "PruneSpec", "QuantizeSpec", "RemoveLayersSpec", "Spec", "flatten",
+    "OnnxSpec", "PruneSpec", "QuantizeSpec", "RemoveLayersSpec", "Spec", "TargetSpec", "flatten",
 ]

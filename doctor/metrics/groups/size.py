@@ -21,6 +21,8 @@ def measure(measuring) -> dict:
         out["effective_bits"] = Measurement(value=float(realized["effective_bits"]))
     if realized.get("sparsity") is not None:
         out["sparsity"] = Measurement(value=float(realized["sparsity"]))
+    if realized.get("coverage") is not None:  # target weights touched over target weights (see coverage.py)
+        out["coverage"] = Measurement(value=float(realized["coverage"]), n=int(realized.get("target_weights", 0)))
     return out
 
 
@@ -32,8 +34,9 @@ GROUP = MetricGroup(
         MetricKey("params_ratio", "params ratio", format=".4f"),
         MetricKey("effective_bits", "effective bits", unit="bits/weight", format=".3f"),
         MetricKey("sparsity", "sparsity", format=".4f"),
+        MetricKey("coverage", "coverage", format=".4f"),
     ),
     measure=measure,
     rank=70,
-    description="size in MB, parameters and their ratio to the baseline, effective bits, realized sparsity",
+    description="size in MB, params and their ratio, effective bits, realized sparsity, coverage of target weights",
 )

@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from doctor.formatting import percent
 from doctor.modifications.registry import Compression, ModificationMethod, Unsupported
-from doctor.spec.base import CalibrationSpec, Spec
+from doctor.spec.base import CalibrationSpec, Spec, TargetSpec
 
 
 class PruneSpec(Spec):
@@ -31,6 +31,7 @@ class PruneSpec(Spec):
         "kv_group",
         description="heads: remove whole KV groups (a KV head with its query heads) or query heads within groups",
     )
+    targets: TargetSpec | None = Field(None, description="unstructured and N:M only")
     calibration: CalibrationSpec | None = None
 
     @model_validator(mode="after")
@@ -51,6 +52,8 @@ class PruneSpec(Spec):
             raise ValueError("structured pruning ranks by 'magnitude' or 'wanda' importance, not 'sparsegpt'")
         if self.true_sequential and (self.method == "magnitude" or self.structure in ("heads", "channels")):
             raise ValueError("true_sequential applies only to wanda and sparsegpt unstructured or N:M pruning")
+        if self.targets is not None and self.structure in ("heads", "channels"):
+            raise ValueError("targets applies only to unstructured and N:M pruning")
         if self.head_unit != "kv_group" and self.structure != "heads":
             raise ValueError(f"head_unit applies only to structure 'heads', not '{self.structure}'")
         return self

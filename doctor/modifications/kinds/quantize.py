@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from doctor.modifications.registry import Compression, ModificationMethod, Unsupported, pick
-from doctor.spec.base import CalibrationSpec, Spec
+from doctor.spec.base import CalibrationSpec, Spec, TargetSpec
 
 
 class QuantizeSpec(Spec):
@@ -26,6 +26,7 @@ class QuantizeSpec(Spec):
     damp: float = Field(0.01, gt=0, lt=1, description="GPTQ/SparseGPT: dampening as a fraction of mean diag(H)")
     block_size: int = Field(128, ge=1, description="GPTQ/SparseGPT: columns per lazy-update block")
     grid: int = Field(20, ge=2, le=200, description="AWQ: points in the scale-exponent grid search")
+    targets: TargetSpec | None = None
     calibration: CalibrationSpec | None = None
 
     @model_validator(mode="after")
