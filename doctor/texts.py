@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from doctor.errors import DataError
+from doctor.errors import DataError, read_text
 from doctor.resources import DATA
 from doctor.results import TextInfo
 
@@ -54,10 +54,7 @@ def resolve_corpus(name: str, *, demo: bool, purpose: str) -> Text:
     path = Path(name).expanduser()
     if not path.is_file():
         raise DataError(f"{name}: not a bundled corpus ({', '.join(CORPORA)}) nor a text file")
-    try:
-        content = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read as UTF-8 text: {exc}") from None
+    content = read_text(path, DataError, "text file")
     return Text(path.name, path, content, False)
 
 

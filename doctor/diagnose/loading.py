@@ -18,9 +18,9 @@ from pydantic import ValidationError
 
 from doctor.diagnose.conditions import OPERAND_KEYS, TAG_PREFIXES
 from doctor.diagnose.rule import Rule, check_rule
-from doctor.errors import ConfigError
+from doctor.errors import ConfigError, decode_text, read_bytes
 from doctor.resources import RULES_DIR
-from doctor.spec.loading import parse_yaml
+from doctor.spec.loading import dotted, parse_yaml
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +37,6 @@ class LoadedRule:
     source: str  # how reports name the file: 'builtin:<name>' or the path given
     sha256: str
     builtin: bool
-
-
-def _dotted(path: tuple) -> str:
-    return ".".join(str(p) for p in path) or "<root>"
 
 
 def _line(lines: dict[tuple, int], path: tuple) -> int | None:
@@ -60,7 +56,7 @@ def _format(problems: list[tuple[tuple, str]], lines: dict[tuple, int], source: 
     for path, message in problems:
         line = _line(lines, path)
         where = f"{source}:{line}" if line is not None else source
-        out.append(f"{where}: rule {rule_id}: {_dotted(path)}: {message}")
+        out.append(f"{where}: rule {rule_id}: {dotted(path)}: {message}")
     return "\n".join(out)
 
 
@@ -115,13 +111,8 @@ def _parse_cached(text: str, source: str) -> Rule:
 def load_rule_file(path: str | Path, source: str | None = None) -> LoadedRule:
     path = Path(path)
     source = source or str(path)
-    try:
-        raw = path.read_bytes()
-        text = raw.decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{source}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{source}: cannot read: {exc}") from None
+    raw = read_bytes(path, ConfigError, source=source)
+    text = decode_text(raw, ConfigError, "file", source)
     rule = _parse_cached(text, source)
     builtin = source.startswith("builtin:")
     return LoadedRule(rule, path, source, hashlib.sha256(raw).hexdigest(), builtin)

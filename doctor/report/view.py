@@ -13,7 +13,7 @@ from doctor.modifications.kinds.compose import leaves
 from doctor.predict.annotate import METRIC as PREDICTED_METRIC
 from doctor.report import format as fmt
 from doctor.results import CheckupResult, Examination, Finding, Measurement, TextInfo
-from doctor.spec.checkup import SEVERITIES
+from doctor.spec.checkup import severity_rank
 
 # Columns of the checkup overview, in this order, when any checkup measured them.
 SUMMARY_KEYS = ("ppl_ratio", "kl_mean", "top1_agreement", "effective_bits", "sparsity", "coverage", "params_ratio",
@@ -24,11 +24,6 @@ METRIC_ORDER = ("ppl", "ppl_ratio", "nll_delta", "kl_mean", "kl_median", "kl_p99
                 "params_ratio", "size_mb", "latency_ms")
 
 Pairs = list[tuple[str, str]]
-
-
-def severity_rank(severity: str) -> int:
-    """Higher is more severe; unknown severities rank above 'critical' so they are never buried."""
-    return SEVERITIES.index(severity) if severity in SEVERITIES else len(SEVERITIES)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,12 @@ from doctor.spec.modification import CalibrationSpec, Modification, Spec
 Severity = Literal["info", "low", "medium", "high", "critical"]
 SEVERITIES: tuple[str, ...] = ("info", "low", "medium", "high", "critical")
 
+
+def severity_rank(severity: str) -> int:
+    """Higher is more severe; an unknown severity (a results file from elsewhere) ranks above 'critical', so it
+    is never buried in a report nor let through a release gate."""
+    return SEVERITIES.index(severity) if severity in SEVERITIES else len(SEVERITIES)
+
 # Metric groups a checkup can ask for, and the observation keys each produces (from the metric registry).
 METRIC_GROUPS: dict[str, tuple[str, ...]] = {name: tuple(k.key for k in g.keys) for name, g in groups().items()}
 METRIC_KEYS: frozenset[str] = frozenset(metric_keys())

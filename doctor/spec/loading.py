@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from doctor.errors import ConfigError
+from doctor.errors import ConfigError, read_text
 from doctor.spec.modification import MODIFICATION_KINDS
 
 M = TypeVar("M", bound=BaseModel)
@@ -65,13 +65,13 @@ def parse_yaml(text: str, source: str) -> _Marked:
         data = _construct(root, (), lines)
     except ConfigError as exc:
         message, line, path = exc.args
-        raise ConfigError(f"{source}:{line}: {_dotted(path)}: {message}") from None
+        raise ConfigError(f"{source}:{line}: {dotted(path)}: {message}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: invalid YAML: {str(exc).splitlines()[0]}") from None
     return _Marked(data, lines)
 
 
-def _dotted(path: tuple) -> str:
+def dotted(path: tuple) -> str:
     return ".".join(str(p) for p in path) or "<root>"
 
 
@@ -110,7 +110,7 @@ def format_validation_error(exc: ValidationError, marked: _Marked, source: str) 
             message = f"unknown kind {err['ctx']['tag']!r}; known: {err['ctx']['expected_tags']}"
         elif err["type"] == "union_tag_not_found":
             message = f"missing key 'kind'; one of {_KINDS}"
-        out.append(f"{source}:{line}: {_dotted(path)}: {message}")
+        out.append(f"{source}:{line}: {dotted(path)}: {message}")
     return "\n".join(out)
 
 
@@ -119,12 +119,7 @@ def load_model(path: str | Path, model: type[M], text: str | None = None) -> M:
     path = Path(path)
     source = str(path)
     if text is None:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(f"{source}: no such file") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{source}: cannot read: {exc}") from None
+        text = read_text(path, ConfigError)
     marked = parse_yaml(text, source)
     if not isinstance(marked.data, dict):
         raise ConfigError(f"{source}:1: <root>: expected a mapping, got {type(marked.data).__name__}")

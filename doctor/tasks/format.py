@@ -29,7 +29,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator
 
-from doctor.errors import DataError
+from doctor.errors import DataError, read_text
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 HEADER_FORMAT = "model-doctor-task"
@@ -158,10 +158,7 @@ def resolve_task(ref: str) -> Path:
 def load_task(ref: str) -> Task:
     """A bundled task by name, or a user JSONL file, validated line by line."""
     path = resolve_task(ref)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TaskFileError(f"{path}: cannot read as UTF-8 text: {exc}") from None
+    lines = read_text(path, TaskFileError, "task file").splitlines()
     header = Header(format=HEADER_FORMAT)
     task: Task | None = None
     for number, line in enumerate(lines, start=1):
