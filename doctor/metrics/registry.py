@@ -29,6 +29,7 @@ class MetricKey:
     label: str | None = None  # None: the key itself
     unit: str = ""
     format: str | None = None  # a format spec such as '.4f'; None: four significant digits
+    summary: bool = False  # a column of the report's checkup overview
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,16 @@ def metric_keys() -> dict[str, MetricKey]:
 @cache
 def _patterns() -> tuple[re.Pattern[str], ...]:
     return tuple(re.compile(g.key_pattern) for g in groups().values() if g.key_pattern)
+
+
+def report_order() -> tuple[str, ...]:
+    """Every fixed key in registry order: the order of metric rows in a report (other keys follow by name)."""
+    return tuple(metric_keys())
+
+
+def summary_keys() -> tuple[str, ...]:
+    """The keys shown as columns of the report's checkup overview, in registry order."""
+    return tuple(k for k, m in metric_keys().items() if m.summary)
 
 
 def is_metric_key(key: str) -> bool:

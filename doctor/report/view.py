@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from doctor.metrics import registry as metrics_registry
 from doctor.modifications import registry
 from doctor.modifications.kinds.compose import leaves
 from doctor.predict.annotate import METRIC as PREDICTED_METRIC
@@ -15,13 +16,11 @@ from doctor.report import format as fmt
 from doctor.results import CheckupResult, Examination, Finding, Measurement, TextInfo
 from doctor.spec.checkup import severity_rank
 
-# Columns of the checkup overview, in this order, when any checkup measured them.
-SUMMARY_KEYS = ("ppl_ratio", "kl_mean", "top1_agreement", "effective_bits", "sparsity", "coverage", "params_ratio",
-                "size_mb", "latency_ms")
-# The order of metric rows in a checkup's detail table; other keys follow alphabetically.
-METRIC_ORDER = ("ppl", "ppl_ratio", "nll_delta", "kl_mean", "kl_median", "kl_p99", "top1_agreement",
-                "topk_coverage", "layer_error_max", "layer_error_mean", "effective_bits", "sparsity", "coverage", "params",
-                "params_ratio", "size_mb", "latency_ms")
+# Columns of the checkup overview, in this order, when any checkup measured them (the metric registry's
+# `summary` keys).
+SUMMARY_KEYS = metrics_registry.summary_keys()
+# The order of metric rows in a checkup's detail table (the registry's order); other keys follow alphabetically.
+METRIC_ORDER = metrics_registry.report_order()
 
 Pairs = list[tuple[str, str]]
 

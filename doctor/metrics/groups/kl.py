@@ -12,10 +12,10 @@ def measure(measuring) -> dict:
 GROUP = MetricGroup(
     name="kl",
     keys=(
-        MetricKey("kl_mean", "KL mean", unit="nats"),
+        MetricKey("kl_mean", "KL mean", unit="nats", summary=True),
         MetricKey("kl_median", "KL median", unit="nats"),
         MetricKey("kl_p99", "KL p99", unit="nats"),
-        MetricKey("top1_agreement", "top-1 agreement", format=".4f"),
+        MetricKey("top1_agreement", "top-1 agreement", format=".4f", summary=True),
         MetricKey("topk_coverage", "top-k coverage", format=".4f"),
     ),
     measure=measure,

@@ -13,7 +13,7 @@ def measure(measuring) -> dict:
 
 GROUP = MetricGroup(
     name="latency",
-    keys=(MetricKey("latency_ms", "latency (ms)", unit="ms", format=".2f"),),
+    keys=(MetricKey("latency_ms", "latency (ms)", unit="ms", format=".2f", summary=True),),
     measure=measure,
     rank=80,
     description="median forward latency of one eval window (5 repeats)",

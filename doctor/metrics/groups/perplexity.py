@@ -13,7 +13,7 @@ GROUP = MetricGroup(
     name="perplexity",
     keys=(
         MetricKey("ppl", "perplexity", format=".3f"),
-        MetricKey("ppl_ratio", "ppl ratio", format=".4f"),
+        MetricKey("ppl_ratio", "ppl ratio", format=".4f", summary=True),
         MetricKey("nll_delta", "NLL delta", unit="nats/token", format=".4f"),
     ),
     measure=measure,

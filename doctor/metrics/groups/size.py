@@ -29,12 +29,12 @@ def measure(measuring) -> dict:
 GROUP = MetricGroup(
     name="size",
     keys=(
-        MetricKey("size_mb", "size (MB)", unit="MB", format=".2f"),
+        MetricKey("effective_bits", "effective bits", unit="bits/weight", format=".3f", summary=True),
+        MetricKey("sparsity", "sparsity", format=".4f", summary=True),
+        MetricKey("coverage", "coverage", format=".4f", summary=True),
         MetricKey("params", "params", format=",.0f"),
-        MetricKey("params_ratio", "params ratio", format=".4f"),
-        MetricKey("effective_bits", "effective bits", unit="bits/weight", format=".3f"),
-        MetricKey("sparsity", "sparsity", format=".4f"),
-        MetricKey("coverage", "coverage", format=".4f"),
+        MetricKey("params_ratio", "params ratio", format=".4f", summary=True),
+        MetricKey("size_mb", "size (MB)", unit="MB", format=".2f", summary=True),
     ),
     measure=measure,
     rank=70,
