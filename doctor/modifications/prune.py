@@ -25,7 +25,7 @@ def apply(spec: PruneSpec, ctx: ApplyContext) -> Applied:
     prepare_targets(model, ctx.undo, spec.targets)
     before = snapshot(model)
     if spec.structure in ("heads", "channels"):
-        from doctor.compress.structured import apply_structured
+        from doctor.modifications.structured import apply_structured
 
         applied = apply_structured(spec, ctx)
     elif spec.method == "magnitude":
