@@ -30,6 +30,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator
 
 from doctor.errors import DataError
+from doctor.safe_regex import RegexError, compile_safe
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 HEADER_FORMAT = "model-doctor-task"
@@ -82,16 +83,16 @@ class GenerationItem(_Item):
     def _compiles(cls, value: str | None) -> str | None:
         if value is not None:
             try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from None
+                compile_safe(value)
+            except RegexError as exc:
+                raise ValueError(str(exc)) from None
         return value
 
     def extract(self, continuation: str) -> str:
         """The answer a continuation gives: the regex's first group (or match), else the stripped text."""
         if self.regex is None:
             return continuation.strip()
-        match = re.search(self.regex, continuation)
+        match = compile_safe(self.regex).search(continuation)
         if match is None:
             return ""
         return (match.group(1) if match.groups() else match.group(0)).strip()
