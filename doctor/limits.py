@@ -77,6 +77,9 @@ def check_yaml_size(text: str, source: str) -> None:
                     raise ConfigError(f"{source}:{line}: alias *{event.anchor} {reason}")
                 total += sizes[event.anchor]
             elif isinstance(event, yaml.ScalarEvent):
+                if hit := _CONTROL.search(event.value):
+                    # names and messages from spec files reach terminals and reports
+                    raise ConfigError(f"{source}:{line}: control character {hit.group()!r} is not allowed in a spec file")
                 total += 1
                 if event.anchor is not None:
                     sizes[event.anchor] = 1

@@ -29,7 +29,7 @@ def compile_safe(pattern: str):
         return re2.compile(pattern, _OPTIONS)
     except re2.error as exc:
         reason = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
-        raise RegexError(f"not a regular expression RE2 accepts (no backreferences or look-around): {reason}") from None
+        raise RegexError(f"invalid regular expression for RE2 (no backreferences or look-around): {reason}") from None
 
 
 def search(pattern: str, text: str):
