@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from doctor.errors import ModelLoadError
+from doctor.model_files import check_config, check_finite, check_safetensors, check_tokenizer, hub_offline, is_hub_id
 from doctor.resources import DEMO_MODEL
 from doctor.results import ModelFacts
 
@@ -54,6 +55,7 @@ def _check_local(path: Path, allow_pickle: bool) -> None:
         raise ModelLoadError(f"{path}: not a model folder (expected a Hugging Face folder with config.json)")
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"{path}: no config.json; is this a Hugging Face model folder?")
+    check_config(path / "config.json")
     has_safetensors = any(path.glob("*.safetensors"))
     pickles = [p.name for p in path.iterdir() if p.suffix in _PICKLE_SUFFIXES]
     if not has_safetensors and pickles and not allow_pickle:
@@ -63,6 +65,9 @@ def _check_local(path: Path, allow_pickle: bool) -> None:
         )
     if not has_safetensors and not pickles:
         raise ModelLoadError(f"{path}: no weight files (*.safetensors) found")
+    for weights in sorted(path.glob("*.safetensors")):
+        check_safetensors(weights)
+    check_tokenizer(path)
 
 
 def weights_sha256(path: Path | None) -> str | None:
@@ -95,27 +100,40 @@ def load_patient(
     local = path.exists()
     if local:
         _check_local(path, allow_pickle)
-    elif source.startswith((".", "/", "~")) or source.count("/") > 1:
-        raise ModelLoadError(f"{source}: no such model folder")
+    elif not is_hub_id(source):
+        raise ModelLoadError(f"{source}: no such folder (a hub model is named owner/name)")
     torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+    offline = not local and hub_offline()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code,
+                                                  local_files_only=offline)
         model = AutoModelForCausalLM.from_pretrained(
             source,
             dtype=torch_dtype,
             use_safetensors=None if allow_pickle else True,
             trust_remote_code=trust_remote_code,
+            local_files_only=offline,
         )
     except ModelLoadError:
         raise
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"{source}: cannot load model: {first}") from None
+    except Exception as exc:  # transformers, the hub client and safetensors raise many types; all are one line
+        raise ModelLoadError(_load_failure(source, exc, offline)) from None
+    check_finite(model, source)
     model.eval()
     model.to(device)
     local_dir = path.resolve() if local else None
     facts = extract_facts(model, name=_display_name(source, local_dir), weights_dir=local_dir)
     return Patient(model=model, tokenizer=tokenizer, facts=facts, source=source, local_dir=local_dir)
+
+
+def _load_failure(source: str, exc: Exception, offline: bool) -> str:
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    if "trust_remote_code" in text:
+        return f"{source}: the model needs its own code from the hub; pass --trust-remote-code if you trust it"
+    if offline:
+        return f"{source}: not in the local Hugging Face cache and HF_HUB_OFFLINE is set ({first})"
+    return f"{source}: cannot load model: {first}"
 
 
 def _display_name(source: str, local_dir: Path | None) -> str:
