@@ -13,8 +13,6 @@ import re
 import struct
 from pathlib import Path
 
-import torch
-
 from doctor.errors import ModelLoadError
 
 # files any Hugging Face tokenizer is built from (fast, SentencePiece, BPE, WordPiece)
@@ -30,6 +28,16 @@ def is_hub_id(ref: str) -> bool:
 
 def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_cached(repo_id: str) -> bool:
+    """Whether the hub cache holds this model's config (asked before transformers is imported)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except ValueError:  # not a valid repo id after all
+        return False
 
 
 def check_config(path: Path) -> None:
@@ -78,8 +86,10 @@ def check_tokenizer(folder: Path) -> None:
         )
 
 
-def check_finite(model: torch.nn.Module, source: str) -> None:
+def check_finite(model, source: str) -> None:
     """NaN or infinite weights in the unmodified model: the model itself is broken, not any checkup."""
+    import torch
+
     bad = []
     with torch.no_grad():
         for name, tensor in model.state_dict().items():

@@ -10,11 +10,21 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch loads in seconds; input checks must not wait for it
+    import torch
 
 from doctor.errors import ModelLoadError
-from doctor.model_files import check_config, check_finite, check_safetensors, check_tokenizer, hub_offline, is_hub_id
+from doctor.model_files import (
+    check_config,
+    check_finite,
+    check_safetensors,
+    check_tokenizer,
+    hub_cached,
+    hub_offline,
+    is_hub_id,
+)
 from doctor.resources import DEMO_MODEL
 from doctor.results import ModelFacts
 
@@ -70,6 +80,22 @@ def _check_local(path: Path, allow_pickle: bool) -> None:
     check_tokenizer(path)
 
 
+def check_reference(ref: str | None, *, allow_pickle: bool = False) -> tuple[str, Path, bool]:
+    """(source, path, is local): a local folder's files checked, or a hub id of the shape owner/name.
+
+    Cheap (no torch or transformers), so `examine` runs it before anything slow."""
+    source = resolve_reference(ref)
+    path = Path(source).expanduser()
+    local = path.exists()
+    if local:
+        _check_local(path, allow_pickle)
+    elif not is_hub_id(source):
+        raise ModelLoadError(f"{source}: no such folder (a hub model is named owner/name)")
+    elif hub_offline() and not hub_cached(source):
+        raise ModelLoadError(f"{source}: not in the local Hugging Face cache and HF_HUB_OFFLINE is set")
+    return source, path, local
+
+
 def weights_sha256(path: Path | None) -> str | None:
     """One SHA-256 over the weight files in name order, for the audit trail."""
     if path is None:
@@ -95,13 +121,9 @@ def load_patient(
     """Load a local Hugging Face folder or hub id (the bundled demo model when `ref` is None)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source = resolve_reference(ref)
-    path = Path(source).expanduser()
-    local = path.exists()
-    if local:
-        _check_local(path, allow_pickle)
-    elif not is_hub_id(source):
-        raise ModelLoadError(f"{source}: no such folder (a hub model is named owner/name)")
+    source, path, local = check_reference(ref, allow_pickle=allow_pickle)
+    import torch
+
     torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
     offline = not local and hub_offline()
     try:

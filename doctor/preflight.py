@@ -9,7 +9,6 @@ reason; all problems of a suite are reported together.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,14 +111,19 @@ def _lines(path: Path) -> dict[tuple, int]:
 
 
 def check_out_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
-    """The output folder can be created and written, and holds no examination that would be silently replaced."""
+    """The output folder is created and written to, and holds no examination that would be silently replaced."""
     if out.exists() and not out.is_dir():
         raise DoctorError(f"--out {out}: exists and is not a folder")
-    existing = next((p for p in [out, *out.parents] if p.exists()), None)
+    existing = next((p for p in out.parents if p.exists()), None)
     if existing is not None and not existing.is_dir():
         raise DoctorError(f"--out {out}: {existing} is a file, not a folder")
-    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
-        raise DoctorError(f"--out {out}: cannot write in {existing} (permission denied)")
+    try:  # the only sure test of writability (permissions, read-only mounts, quotas) is to write
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".doctor-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise DoctorError(f"--out {out}: cannot write there: {exc.strerror or exc}") from None
     journal = out / JOURNAL
     if journal.exists() and not (resume or overwrite):
         raise DoctorError(

@@ -61,7 +61,7 @@ def resume_command(ctx: click.Context, out: Path) -> str:
               "results.jsonl is moved aside to results.jsonl.N).")
 @click.option("--fail-on", type=click.Choice(list(SEVERITIES)), default="high", show_default=True,
               help="Exit 1 when a finding has at least this severity.")
-@click.option("--max-windows", type=click.IntRange(min=1), default=None, help="Override the suite's number of evaluation windows.")
+@click.option("--max-windows", type=int, default=None, help="Override the suite's number of evaluation windows.")
 @click.option("--no-predictor", is_flag=True, help="Skip the fitted expectation.")
 @click.option("--allow-pickle", is_flag=True, help="Allow pickle checkpoints (they can run code when loaded).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub.")
@@ -72,7 +72,7 @@ def examine(ctx: click.Context, model: str | None, suite: str, rule_dirs: tuple[
     """Examine MODEL (a Hugging Face folder or hub id; the bundled demo model when omitted)."""
     from doctor.cli.progress import Progress
     from doctor.errors import DoctorError
-    from doctor.patient import load_patient
+    from doctor.patient import check_reference, load_patient
     from doctor.preflight import check_out_dir, move_aside, preflight
     from doctor.runner import Options
     from doctor.runner import examine as run
@@ -83,10 +83,13 @@ def examine(ctx: click.Context, model: str | None, suite: str, rule_dirs: tuple[
             raise DoctorError("--resume needs --out pointing at the interrupted examination's folder")
         if resume and overwrite:
             raise DoctorError("--resume and --overwrite exclude each other: continue the examination or start again")
+        if max_windows is not None and max_windows < 1:
+            raise DoctorError(f"--max-windows {max_windows}: the number of evaluation windows must be at least 1")
         # everything the user supplied is checked before the model loads (which can take an hour)
         checked = preflight(suite, list(rule_dirs), max_windows=max_windows)
         if out is not None:
             check_out_dir(out, resume=resume, overwrite=overwrite)
+        check_reference(model, allow_pickle=allow_pickle)
         device = _device(device)
         _quiet_transformers()
         patient = load_patient(model, device=device, dtype=dtype, allow_pickle=allow_pickle,
@@ -97,10 +100,6 @@ def examine(ctx: click.Context, model: str | None, suite: str, rule_dirs: tuple[
         options = Options(out_dir=out, backend=backend, device=device, resume=resume, fail_on=fail_on,
                           rule_dirs=list(rule_dirs), suite_path=_suite_label(checked.path),
                           suite_sha256=checked.sha256, use_predictor=not no_predictor, rules=checked.rules)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise DoctorError(f"--out {out}: cannot create the folder: {exc.strerror or exc}") from None
         if overwrite and (moved := move_aside(out)) is not None:
             click.echo(f"previous results moved to {moved}", err=True)
         loaded = checked.suite
