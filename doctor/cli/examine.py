@@ -63,12 +63,14 @@ def resume_command(ctx: click.Context, out: Path) -> str:
               help="Exit 1 when a finding has at least this severity.")
 @click.option("--max-windows", type=int, default=None, help="Override the suite's number of evaluation windows.")
 @click.option("--no-predictor", is_flag=True, help="Skip the fitted expectation.")
+@click.option("--predictor", "predictor_dir", type=click.Path(path_type=Path), default=None,
+              help="A predictors folder (from `doctor predictor fit`) instead of the shipped one.")
 @click.option("--allow-pickle", is_flag=True, help="Allow pickle checkpoints (they can run code when loaded).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub.")
 @click.pass_context
 def examine(ctx: click.Context, model: str | None, suite: str, rule_dirs: tuple[Path, ...], backend: str, device: str,
-            dtype: str, out: Path | None, resume: bool, overwrite: bool, fail_on: str, max_windows: int | None, no_predictor: bool,
-            allow_pickle: bool, trust_remote_code: bool) -> None:
+            dtype: str, out: Path | None, resume: bool, overwrite: bool, fail_on: str, max_windows: int | None,
+            no_predictor: bool, predictor_dir: Path | None, allow_pickle: bool, trust_remote_code: bool) -> None:
     """Examine MODEL (a Hugging Face folder or hub id; the bundled demo model when omitted)."""
     from doctor.cli.progress import Progress
     from doctor.errors import DoctorError
@@ -89,6 +91,8 @@ def examine(ctx: click.Context, model: str | None, suite: str, rule_dirs: tuple[
         checked = preflight(suite, list(rule_dirs), max_windows=max_windows)
         if out is not None:
             check_out_dir(out, resume=resume, overwrite=overwrite)
+        if predictor_dir is not None and not no_predictor:
+            _preflight_predictor(predictor_dir)
         check_reference(model, allow_pickle=allow_pickle)
         device = _device(device)
         _quiet_transformers()
@@ -99,7 +103,8 @@ def examine(ctx: click.Context, model: str | None, suite: str, rule_dirs: tuple[
             check_out_dir(out, resume=resume, overwrite=overwrite)
         options = Options(out_dir=out, backend=backend, device=device, resume=resume, fail_on=fail_on,
                           rule_dirs=list(rule_dirs), suite_path=_suite_label(checked.path),
-                          suite_sha256=checked.sha256, use_predictor=not no_predictor, rules=checked.rules)
+                          suite_sha256=checked.sha256, use_predictor=not no_predictor, predictor_dir=predictor_dir,
+                          rules=checked.rules)
         if overwrite and (moved := move_aside(out)) is not None:
             click.echo(f"previous results moved to {moved}", err=True)
         loaded = checked.suite
@@ -115,6 +120,15 @@ def examine(ctx: click.Context, model: str | None, suite: str, rule_dirs: tuple[
         paths = write_reports(exam, out)
     _summary(exam, paths)
     sys.exit(exam.exit_code)
+
+
+def _preflight_predictor(folder: Path) -> None:
+    """A predictors folder that cannot be read is bad input: say so before any model is loaded."""
+    from doctor.predict.accuracy import load_accuracy
+    from doctor.predict.predict import Predictor
+
+    Predictor.load(folder)
+    load_accuracy(folder)
 
 
 def _suite_label(path: Path) -> str:
