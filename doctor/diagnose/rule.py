@@ -154,6 +154,9 @@ def check_rule(rule: Rule) -> list[tuple[tuple, str]]:
         except TemplateError as exc:
             problems.append((("finding", key), f"template: {exc.message or type(exc).__name__}"))
             continue
+        except RecursionError:  # Jinja's parser recurses once per nested bracket or operator
+            problems.append((("finding", key), "template: expressions nested too deep"))
+            continue
         if unknown:
             close = difflib.get_close_matches(unknown[0], list(context), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""

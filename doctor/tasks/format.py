@@ -221,6 +221,8 @@ def _parse_line(path: Path, number: int, line: str) -> dict[str, Any]:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
         raise TaskFileError(f"{path}:{number}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+    except RecursionError:
+        raise TaskFileError(f"{path}:{number}: JSON nested too deep") from None
     if not isinstance(obj, dict):
         raise TaskFileError(f"{path}:{number}: each line must be a JSON object, got {type(obj).__name__}")
     return obj

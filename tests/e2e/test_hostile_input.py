@@ -253,3 +253,26 @@ def test_mistyped_folder_is_not_a_hub_lookup(tmp_path):
 def test_hub_id_with_hf_hub_offline_fails_fast(tmp_path):
     refused(["examine", "nobody-here/no-such-model-xyz"], "nobody-here/no-such-model-xyz", "HF_HUB_OFFLINE",
             env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+
+
+@pytest.mark.parametrize("template", ["{{ " + "(" * 3000 + "1" + ")" * 3000 + " }}", "{{ " + "-" * 9000 + "1 }}"])
+def test_deeply_nested_template_is_one_line(tmp_path, template):
+    path = write(tmp_path, "deep.yaml", RULE.replace('"ratio {{ ppl_ratio | fmt }}"', repr(template)))
+    refused(["rules", "validate", str(path)], str(path), "finding.explanation", "nested too deep")
+
+
+def test_deeply_nested_json_in_a_task_line_is_one_line(tmp_path):
+    task = tmp_path / "deep.jsonl"
+    task.write_text('{"type": "open", "prompt": "a", "meta": {"x": ' + "[" * 40_000 + "]" * 40_000 + "}}\n")
+    suite = suite_with(tmp_path, f"    tasks: [{task}]\n")
+    refused(["checkups", "validate", str(suite)], f"{task}:1", "nested too deep")
+
+
+def test_oversized_corpus_is_refused_up_front(tmp_path):
+    from doctor.limits import MAX_CORPUS_BYTES
+
+    corpus = tmp_path / "huge.txt"
+    with corpus.open("wb") as fh:
+        fh.truncate(MAX_CORPUS_BYTES + 1)  # sparse: no time spent writing
+    suite = write(tmp_path, "s.yaml", SUITE.replace("corpus: auto", f"corpus: {corpus}"))
+    refused(["checkups", "validate", str(suite)], str(suite), "eval.corpus", f"limit of {MAX_CORPUS_BYTES:,} bytes")
