@@ -32,7 +32,7 @@ class Checked:
 
 def task_refs(suite: Suite) -> list[tuple[tuple, str]]:
     """(key path, task reference) for every task a run of this suite reads, default tasks included."""
-    from doctor.checkup_run import DEFAULT_TASKS
+    from doctor.tasks.format import DEFAULT_TASKS
 
     refs = []
     for i, checkup in enumerate(suite.checkups):

@@ -35,6 +35,7 @@ from doctor.safe_regex import RegexError, compile_safe
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 HEADER_FORMAT = "model-doctor-task"
+DEFAULT_TASKS = ("tinystories-cloze",)  # what the 'tasks' metric measures when a checkup names none
 ITEM_TYPES = ("multiple_choice", "generation", "open")
 _NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
