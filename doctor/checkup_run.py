@@ -14,13 +14,13 @@ import torch
 
 from doctor.errors import DoctorError
 from doctor.evaluation import BaselineCache, PassResult
-from doctor.metrics.groups.tasks import DEFAULT_TASKS
 from doctor.metrics.measuring import Measuring, after_restore, measure_groups, window_progress
 from doctor.modifications import apply_modification
 from doctor.modifications.base import ApplyContext, UndoLog
 from doctor.patient import Patient
 from doctor.results import CheckupResult, Measurement, TextInfo, ThresholdVerdict
 from doctor.spec.checkup import Checkup, EvalSpec
+from doctor.tasks.format import DEFAULT_TASKS
 
 log = logging.getLogger(__name__)
 __all__ = ["DEFAULT_TASKS", "Session", "now_iso", "one_line", "run_checkup", "window_progress"]

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from doctor.errors import DataError, read_text
+from doctor.errors import ConfigError, DataError
+from doctor.limits import MAX_CORPUS_BYTES, read_text
 from doctor.resources import DATA
 from doctor.results import TextInfo
 
@@ -54,7 +55,10 @@ def resolve_corpus(name: str, *, demo: bool, purpose: str) -> Text:
     path = Path(name).expanduser()
     if not path.is_file():
         raise DataError(f"{name}: not a bundled corpus ({', '.join(CORPORA)}) nor a text file")
-    content = read_text(path, DataError, "text file")
+    try:
+        content = read_text(path, MAX_CORPUS_BYTES, "the corpus")
+    except ConfigError as exc:
+        raise DataError(str(exc)) from None
     return Text(path.name, path, content, False)
 
 

@@ -11,7 +11,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from doctor.errors import DoctorError, read_text
+from doctor.errors import ConfigError, DoctorError
+from doctor.limits import MAX_RESULTS_BYTES, read_text
 from doctor.results import Examination
 
 
@@ -75,7 +76,12 @@ def load_examination(path: str | Path) -> Examination:
     path = Path(path)
     if path.is_dir():
         path = path / "results.json"
-    text = read_text(path, ResultsFileError, "results file")
+    if not path.exists():
+        raise ResultsFileError(f"{path}: no such results file")
+    try:
+        text = read_text(path, MAX_RESULTS_BYTES, "the results file")
+    except ConfigError as exc:
+        raise ResultsFileError(str(exc)) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

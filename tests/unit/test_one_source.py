@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from doctor.diagnose.engine import sort_findings
-from doctor.errors import ConfigError, DataError, read_text
+from doctor.errors import ConfigError, DataError
+from doctor.limits import MAX_SPEC_BYTES, read_text
 from doctor.modifications.kinds.compose import leaves
 from doctor.report.json import ResultsFileError, load_examination
 from doctor.results import Finding
@@ -36,7 +37,7 @@ def test_an_unknown_severity_fails_the_release_gate(tmp_path):
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    (None, "no such"), (b"\xff\xfe broken", "is not UTF-8 text"), ("dir", "is a folder"),
+    (None, "no such"), (b"\xff\xfe broken", "not UTF-8 text"), ("dir", "is a folder"),
 ])
 def test_reading_a_file_fails_in_one_line_naming_it(tmp_path, content, message):
     path = tmp_path / "input.yaml"
@@ -45,10 +46,10 @@ def test_reading_a_file_fails_in_one_line_naming_it(tmp_path, content, message):
     elif content is not None:
         path.write_bytes(content)
     with pytest.raises(ConfigError) as info:
-        read_text(path)
+        read_text(path, MAX_SPEC_BYTES, "the file")
     text = str(info.value)
     assert text.startswith(str(path)) and message in text and "\n" not in text
-    # every reader of a user's file says the same thing in its own error type
+    # every reader of a user's file goes through it and says the same in its own error type
     for call, error in ((lambda: load_model(path, Suite), ConfigError),
                         (lambda: load_examination(path), ResultsFileError),
                         (lambda: load_task(str(path)), TaskFileError),

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from doctor.metrics.registry import MetricGroup
 
-DEFAULT_TASKS = ("tinystories-cloze",)
-
 
 def measure(measuring) -> dict:
     from doctor.tasks import measure_tasks
+    from doctor.tasks.format import DEFAULT_TASKS
 
     checkup, session = measuring.checkup, measuring.session
     tasks = measure_tasks(session.patient, measuring.backend, list(checkup.tasks) or list(DEFAULT_TASKS),
