@@ -159,6 +159,10 @@ class Architecture:
     def mlps(self, block: nn.Module) -> list[Mlp]:
         raise Unsupported(f"channel pruning: MLP layout of {type(block).__name__} ({self.name}) is not known")
 
+    def router(self, block: nn.Module) -> nn.Module | None:
+        """The module choosing experts for this block's tokens (None: not a mixture-of-experts block)."""
+        return None
+
     def prepare(self, block: nn.Module, undo) -> None:
         """Make every target weight a linear layer for the modification's lifetime (fused experts); undoable."""
 

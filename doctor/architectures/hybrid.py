@@ -48,6 +48,9 @@ class Hybrid(Architecture):
         mixer = has(block, *ATTN, "self_attn.o_proj") or has(block, "mamba.in_proj", "mamba.out_proj")
         return mixer and has(block, "feed_forward", "pre_ff_layernorm")
 
+    def router(self, block: nn.Module) -> nn.Module | None:
+        return getattr(block.feed_forward, "router", None)
+
     def prepare(self, block: nn.Module, undo) -> None:
         if has(block, "feed_forward.experts") and is_fused(block.feed_forward.experts):
             undo.set_attr(block.feed_forward, "experts", SplitExperts.from_fused(block.feed_forward.experts))
