@@ -153,6 +153,10 @@ class Architecture:
         """AWQ's producer of each group's input; groups without an exact producer are not scaled."""
         return {}
 
+    def has_heads(self, block: nn.Module) -> bool:
+        """Whether this block has attention heads (a hybrid model's Mamba layers have none)."""
+        return True
+
     def attention(self, block: nn.Module) -> Attention:
         raise Unsupported(f"head pruning: attention layout of {type(block).__name__} ({self.name}) is not known")
 
