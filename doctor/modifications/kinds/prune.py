@@ -10,12 +10,21 @@ from doctor.formatting import percent
 from doctor.modifications.registry import Compression, ModificationMethod, Unsupported
 from doctor.spec.base import CalibrationSpec, Spec, TargetSpec
 
+# Each unstructured / N:M method and the function that applies it; structured pruning ranks heads or channels by
+# 'magnitude' or 'wanda' importance in its own pass.
+METHODS = {
+    "magnitude": "doctor.modifications.prune:apply_magnitude",
+    "wanda": "doctor.compress.wanda:apply_wanda",
+    "sparsegpt": "doctor.compress.sparsegpt:apply_sparsegpt",
+}
+STRUCTURED = "doctor.modifications.structured:apply_structured"
+
 
 class PruneSpec(Spec):
     """Weight pruning: unstructured, N:M, or structured (attention heads / MLP channels)."""
 
     kind: Literal["prune"] = "prune"
-    method: Literal["magnitude", "wanda", "sparsegpt"] = "magnitude"
+    method: Literal[tuple(METHODS)] = "magnitude"
     structure: Literal["unstructured", "nm", "heads", "channels"] = "unstructured"
     sparsity: float | None = Field(None, gt=0, lt=1)
     n: int | None = Field(None, ge=1, description="N:M: zeros per group of m")

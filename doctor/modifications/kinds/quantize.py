@@ -9,12 +9,19 @@ from pydantic import Field, model_validator
 from doctor.modifications.registry import Compression, ModificationMethod, Unsupported, pick
 from doctor.spec.base import CalibrationSpec, Spec, TargetSpec
 
+# Each method and the function that applies it (`apply(spec, ctx) -> Applied`): the spec's `method` values.
+METHODS = {
+    "rtn": "doctor.modifications.quantize:apply_rtn",
+    "gptq": "doctor.compress.gptq:apply_gptq",
+    "awq": "doctor.compress.awq:apply_awq",
+}
+
 
 class QuantizeSpec(Spec):
     """Weight-only quantization of the linear layers in the decoder blocks."""
 
     kind: Literal["quantize"] = "quantize"
-    method: Literal["rtn", "gptq", "awq"] = "rtn"
+    method: Literal[tuple(METHODS)] = "rtn"
     bits: int = Field(ge=2, le=8)
     group_size: int | None = Field(None, ge=8, description="None: one scale per output channel")
     symmetric: bool = False
