@@ -4,8 +4,9 @@ A new family's prediction variance is x'Cov(beta)x + family variance + residual 
 variance per modification kind, shrunk towards the pooled one), so the interval is honest about how much
 families differ, which is what leave-one-family-out evaluation tests.
 
-A coefficient the table cannot identify (no row has its feature, or it is a combination of others) gets 0 and
-a prior sd: as large as the largest identified coefficient of the same block (method classes of one kind, say).
+A coefficient the table cannot identify (no row has its feature, or it is a combination of others) gets 0 (a
+method-class effect: the median of the identified classes of its block) and a prior sd: as large as the largest
+identified coefficient of the same block (method classes of one kind, say).
 The artifact lists those as `unidentified`, and a prediction that uses one widens by that sd, so a method
 class whose only source is missing gets an honest "unknown" instead of a silent zero.
 """
@@ -105,9 +106,9 @@ def _is_class_effect(name: str) -> bool:
 
 
 def typical_effects(names: list[str], coef: np.ndarray, missing: list[str]) -> np.ndarray:
-    """Coefficients with each unidentified method-class effect set to the mean of the identified ones of its
+    """Coefficients with each unidentified method-class effect set to the median of the identified ones of its
     block (the reference class counting as 0): a class the table has not seen is taken as a typical class,
-    not as the reference one."""
+    not as the reference one, and one extreme class (AWQ's 2-bit collapse, say) does not drag it."""
     out = coef.copy()
     for j, name in enumerate(names):
         if name not in missing or not _is_class_effect(name):
@@ -115,7 +116,7 @@ def typical_effects(names: list[str], coef: np.ndarray, missing: list[str]) -> n
         block = name[:2] + ("cliff" if name.endswith("_cliff") else "")
         known = [float(coef[i]) for i, n in enumerate(names) if n not in missing and _is_class_effect(n)
                  and n[:2] + ("cliff" if n.endswith("_cliff") else "") == block]
-        out[j] = float(np.mean([0.0, *known]))
+        out[j] = float(np.median([0.0, *known]))
     return out
 
 
@@ -149,12 +150,13 @@ def unknown_method_sd(names: list[str], coef: np.ndarray) -> dict[str, float]:
 
 
 def kind_variances(residuals: np.ndarray, kinds: list[str], pooled: float) -> dict[str, float]:
-    """Residual variance per kind, shrunk towards the pooled variance by SHRINK_ROWS pseudo-rows."""
+    """Residual variance per variance group (features.variance_group: a kind, quantization split at the
+    cliff), shrunk towards the pooled variance by SHRINK_ROWS pseudo-rows."""
     out = {}
     kinds_arr = np.asarray(kinds)
-    for kind in F.KINDS:
-        r = residuals[kinds_arr == kind]
-        out[kind] = float((np.sum(r**2) + SHRINK_ROWS * pooled) / (len(r) + SHRINK_ROWS))
+    for group in F.VARIANCE_GROUPS:
+        r = residuals[kinds_arr == group]
+        out[group] = float((np.sum(r**2) + SHRINK_ROWS * pooled) / (len(r) + SHRINK_ROWS))
     return out
 
 
@@ -178,7 +180,7 @@ def fit_degradation(frame: pd.DataFrame) -> dict:
     y = np.asarray(F.to_scale(frame["delta"].to_numpy(dtype=float), np.array([F.cap_or_default(c.cap) for c in cases])))
     groups = [str(g) for g in frame["model_family"]]
     fit = fit_mixed(x, y, groups, list(F.FEATURES))
-    kinds = [c.kind for c in cases]
+    kinds = [F.variance_group(c) for c in cases]
     counts = frame.groupby("kind").size().to_dict()
     return {
         "target": "log(delta + eps) - log(1 - delta/cap + top), delta = log(ppl_mod/ppl_dense), "

@@ -141,7 +141,7 @@ class Predictor:
         gaps = outside(case, domain)
         x = F.encode(F.clamp_to_domain(case, domain))
         offset, offset_var = self.family_offset(case.family)
-        resid = self.model["resid_var_by_kind"].get(case.kind, self.model["resid_var"])
+        resid = self.model["resid_var_by_kind"].get(F.variance_group(case), self.model["resid_var"])
         var = float(x @ self.cov @ x) + offset_var + resid + widening_var(gaps)
         notes = [_describe(case, gaps, domain)] if gaps else []
         unknown = [n for n, v, sd in zip(self.model["features"], x, self.prior_sd, strict=True) if sd and v]
