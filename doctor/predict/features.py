@@ -36,7 +36,7 @@ STRUCT_CLASSES = ("magnitude", "wanda", "gradient", "slicegpt", "random", "flap"
 _METHOD_CLASS = {
     "rtn": "rtn", "bnb-fp4": "rtn", "bnb-nf4": "rtn", "bnb-nf4-double-quant": "rtn", "hqq": "rtn",
     "smoothquant": "rtn", "gptq": "gptq", "optq": "gptq", "awq": "awq", "omniquant": "learned",
-    "autoround": "learned", "aqlm-1x16": "codebook", "aqlm-2x8": "codebook",
+    "autoround": "learned", "efficientqat": "learned", "aqlm-1x16": "codebook", "aqlm-2x8": "codebook",
     "quip": "gptq",  # original QuIP: LDLQ rounding (equivalent to OPTQ, arXiv 2307.13304) after incoherence
     "quip-sharp": "codebook", "billm": "binary", "pb-llm": "binary", "onebit": "binary", "arb-llm": "binary",
     "magnitude": "magnitude", "wanda": "wanda", "owl-wanda": "wanda", "ria": "wanda",
@@ -58,6 +58,14 @@ FEATURES = (
     "u_s", "u_s2", "u_wanda", "u_sparsegpt", "s_s", "s_s2", "s_wanda",
     "s_gradient", "s_slicegpt", "s_random", "s_flap", "l_s", "d_c4", "d_ptb", "lctx",
 )
+
+# method-class effects (levels and cliff slopes; the reference classes rtn / magnitude have none), by block
+CLASS_EFFECTS = {
+    **{f"q_{cls}": "quantization" for cls in QUANT_CLASSES[1:]},
+    **{f"q_{cls}_cliff": "quantization:cliff" for cls in QUANT_CLASSES[1:] if f"q_{cls}_cliff" in FEATURES},
+    "u_wanda": "unstructured", "u_sparsegpt": "unstructured",
+    **{f"s_{cls}": "structured" for cls in STRUCT_CLASSES[1:]},
+}
 
 
 @dataclass(frozen=True)

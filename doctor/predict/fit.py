@@ -95,14 +95,13 @@ def fit_mixed(x: np.ndarray, y: np.ndarray, groups: list[str], names: list[str])
 
 
 def _block(name: str) -> str:
-    """The coefficient block a feature belongs to: method effects of one kind, their cliffs, or the rest."""
+    """The coefficient block a feature belongs to: the method-class effects of one kind, their cliff slopes, or
+    for any other feature its prefix (all quantization terms, all unstructured terms, ...)."""
+    if name in F.CLASS_EFFECTS:
+        return F.CLASS_EFFECTS[name]
     if name.endswith("_cliff"):
         return "cliff"
     return name.split("_", 1)[0] if "_" in name else name
-
-
-def _is_class_effect(name: str) -> bool:
-    return name[:2] in ("q_", "u_", "s_") and name not in _NOT_CLASSES
 
 
 def typical_effects(names: list[str], coef: np.ndarray, missing: list[str]) -> np.ndarray:
@@ -111,11 +110,10 @@ def typical_effects(names: list[str], coef: np.ndarray, missing: list[str]) -> n
     not as the reference one, and one extreme class (AWQ's 2-bit collapse, say) does not drag it."""
     out = coef.copy()
     for j, name in enumerate(names):
-        if name not in missing or not _is_class_effect(name):
+        if name not in missing or name not in F.CLASS_EFFECTS:
             continue
-        block = name[:2] + ("cliff" if name.endswith("_cliff") else "")
-        known = [float(coef[i]) for i, n in enumerate(names) if n not in missing and _is_class_effect(n)
-                 and n[:2] + ("cliff" if n.endswith("_cliff") else "") == block]
+        known = [float(coef[i]) for i, n in enumerate(names) if n not in missing
+                 and F.CLASS_EFFECTS.get(n) == F.CLASS_EFFECTS[name]]
         out[j] = float(np.median([0.0, *known]))
     return out
 
@@ -132,19 +130,14 @@ def unidentified_sd(names: list[str], coef: np.ndarray, cov: np.ndarray, missing
     return out
 
 
-_CLASS_BLOCKS = {"quantization": "q_", "unstructured": "u_", "semi-structured": "u_", "structured": "s_"}
-_NOT_CLASSES = ("q_bits", "q_cliff", "q_sub2", "q_per_channel", "q_log_group", "q_lp", "q_ltpp", "u_s", "u_s2",
-                "s_s", "s_s2")
-
-
-def unknown_method_sd(names: list[str], coef: np.ndarray) -> dict[str, float]:
+def unknown_method_sd(names: list[str], coef: np.ndarray, missing: list[str]) -> dict[str, float]:
     """Per kind, how far a method the table has never seen may sit from its class: the spread (rms, at least
-    MIN_PRIOR_SD / 2) of the fitted method-class effects of that kind, the reference class counting as 0."""
+    MIN_PRIOR_SD / 2) of the identified method-class effects of that kind, the reference class counting as 0."""
     out = {}
     for kind in F.KINDS:
-        prefix = _CLASS_BLOCKS.get(kind)
-        effects = [0.0] + [float(c) for n, c in zip(names, coef, strict=True) if prefix and n.startswith(prefix)
-                           and n not in _NOT_CLASSES and not n.endswith("_cliff") and c != 0.0]
+        block = "unstructured" if kind == "semi-structured" else kind
+        effects = [0.0] + [float(c) for n, c in zip(names, coef, strict=True)
+                           if F.CLASS_EFFECTS.get(n) == block and n not in missing]
         out[kind] = max(MIN_PRIOR_SD / 2, float(np.sqrt(np.mean(np.square(effects)))))
     return out
 
@@ -195,7 +188,7 @@ def fit_degradation(frame: pd.DataFrame) -> dict:
         "resid_var_by_kind": kind_variances(fit.residuals, kinds, fit.resid_var),
         "family_effects": {k: list(v) for k, v in sorted(fit.family_effects.items())},
         "unidentified": unidentified_sd(fit.names, fit.coef, fit.cov, fit.unidentified),
-        "unknown_method_sd": unknown_method_sd(fit.names, fit.coef),
+        "unknown_method_sd": unknown_method_sd(fit.names, fit.coef, fit.unidentified),
         "methods": sorted({c.method_name for c in cases if c.method_name}),
         "domain": domain_of(cases),
         "training": {
