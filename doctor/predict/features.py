@@ -186,6 +186,14 @@ def variance_group(case: Case) -> str:
     return case.kind
 
 
+def bucket_of(case: Case) -> str:
+    """Kind and bucket: bits for quantization (below 2 together), sparsity to 0.1 otherwise."""
+    if case.kind == "quantization":
+        bits = case.bits or 16.0
+        return "quantization bits<2" if bits < 1.95 else f"quantization bits={round(bits)}"
+    return f"{case.kind} sparsity={round((case.sparsity or 0.0) * 10) / 10:.1f}"
+
+
 def log_params(case: Case) -> float:
     return math.log10(case.params_b / 7.0)
 

@@ -27,6 +27,7 @@ from doctor.predict import features as F
 log = logging.getLogger(__name__)
 
 SHRINK_ROWS = 10.0  # pseudo-rows of the pooled residual variance added to each kind's own
+MIN_BUCKET_ROWS = 10  # fewer rows give no kind x bucket mean to combine with (the kind's is used)
 MIN_PRIOR_SD = 0.5  # an unidentified effect is at least a factor e^0.5 on delta either way
 
 
@@ -153,6 +154,36 @@ def kind_variances(residuals: np.ndarray, kinds: list[str], pooled: float) -> di
     return out
 
 
+def bucket_prior(cases: list[F.Case], y: np.ndarray) -> dict[str, list[float]]:
+    """Per kind x bucket (features.bucket_of) and per kind: [mean, variance] of t over the training rows, where
+    at least MIN_BUCKET_ROWS rows say it."""
+    out: dict[str, list[float]] = {}
+    keys = [F.bucket_of(c) for c in cases]
+    for key in sorted(set(keys)) + sorted({c.kind for c in cases}):
+        t = y[[k == key or (c.kind == key) for k, c in zip(keys, cases, strict=True)]]
+        if len(t) >= MIN_BUCKET_ROWS:
+            out[key] = [float(np.mean(t)), float(np.var(t, ddof=1))]
+    return out
+
+
+def source_variances(residuals: np.ndarray, groups: list[str], sources: list[str]) -> dict[str, float]:
+    """Per variance group, the variance of a publication's shared offset (method of moments on the per-source
+    mean residuals); a new source, such as this tool's own harness, has an unknown one."""
+    out = {}
+    g_arr, s_arr = np.asarray(groups), np.asarray(sources)
+    for group in F.VARIANCE_GROUPS:
+        r, s = residuals[g_arr == group], s_arr[g_arr == group]
+        names = sorted(set(s))
+        if len(names) < 2:
+            out[group] = 0.0
+            continue
+        within = float(np.var(r, ddof=1))
+        means = np.array([r[s == n].mean() for n in names])
+        counts = np.array([(s == n).sum() for n in names])
+        out[group] = float(max(0.0, np.average(means**2, weights=counts) - within * len(names) / counts.sum()))
+    return out
+
+
 def domain_of(cases: list[F.Case]) -> dict[str, list[float]]:
     """Per axis [min, max] over the training cases."""
     dom: dict[str, list[float]] = {}
@@ -186,11 +217,13 @@ def fit_degradation(frame: pd.DataFrame) -> dict:
         "family_var": fit.family_var,
         "resid_var": fit.resid_var,
         "resid_var_by_kind": kind_variances(fit.residuals, kinds, fit.resid_var),
+        "source_var_by_kind": source_variances(fit.residuals, kinds, [str(s) for s in frame["source"]]),
         "family_effects": {k: list(v) for k, v in sorted(fit.family_effects.items())},
         "unidentified": unidentified_sd(fit.names, fit.coef, fit.cov, fit.unidentified),
         "unknown_method_sd": unknown_method_sd(fit.names, fit.coef, fit.unidentified),
         "methods": sorted({c.method_name for c in cases if c.method_name}),
         "domain": domain_of(cases),
+        "bucket_prior": bucket_prior(cases, y),
         "training": {
             "rows": len(frame), "families": sorted(set(groups)), "rows_by_kind": {k: int(v) for k, v in counts.items()},
             "converged": fit.converged, "residual_sd": math.sqrt(fit.resid_var),
