@@ -230,3 +230,20 @@ def test_evaluate_on_a_bad_table_is_one_line(tmp_path):
     assert result.exit_code == 2 and "bad.csv" in result.output and "Traceback" not in result.output
     missing = CliRunner().invoke(main, ["predictor", "evaluate", "--on", str(tmp_path / "nope.csv")])
     assert missing.exit_code == 2 and "nope.csv" in missing.output
+
+
+def test_unwritable_outputs_are_one_line_errors(tmp_path, demo_exam):
+    from doctor.cli import main
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    runner = CliRunner()
+    fitted = runner.invoke(main, ["predictor", "fit", "--no-observations", "--out", str(blocker / "sub")])
+    assert fitted.exit_code == 2 and "a-file" in fitted.output and "Traceback" not in fitted.output
+    table, _ = _scored_table(tmp_path)
+    scored = runner.invoke(main, ["predictor", "evaluate", "--on", str(table), "--json", str(blocker / "x.json")])
+    assert scored.exit_code == 2 and "x.json" in scored.output
+    results = tmp_path / "results.json"
+    results.write_text(demo_exam.model_dump_json())
+    added = runner.invoke(main, ["predictor", "add", str(results), "--data", str(blocker)])
+    assert added.exit_code == 2 and "a-file" in added.output
