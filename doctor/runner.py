@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from doctor.architectures.vocab import check_token_ids
 from doctor.calibration import CalibrationProvider
 from doctor.checkup_run import DEFAULT_TASKS, Session, now_iso, one_line, run_checkup, window_progress
 from doctor.environment import describe
@@ -19,7 +20,7 @@ from doctor.journal import Journal
 from doctor.metrics.language import perplexity
 from doctor.patient import Patient
 from doctor.results import Baseline, Examination, Finding
-from doctor.spec.checkup import SEVERITIES, Suite
+from doctor.spec.checkup import Suite, severity_rank
 from doctor.texts import eval_windows, resolve_corpus, text_info, tokenize
 from doctor.verdict import threshold_findings, verdict
 
@@ -84,6 +85,7 @@ def prepare(patient: Patient, suite: Suite, options: Options, progress) -> tuple
     text = resolve_corpus(spec.corpus, demo=patient.is_demo, purpose="eval")
     needed = seq_len * spec.max_windows if spec.max_windows else None
     windows = eval_windows(tokenize(text, patient.tokenizer, needed), seq_len, spec.max_windows)
+    check_token_ids(windows, patient.model, patient.tokenizer, f"evaluation text {text.name}")
     info = text_info(text, windows, spec.seed)
     make_backend = _backend_factory(patient, options)
     start = time.perf_counter()
@@ -165,4 +167,4 @@ def annotate(exam: Examination, options: Options) -> None:
 
     rule_findings, exam.rule_files = diagnose(exam, options.rule_dirs, rules=options.rules)
     findings += rule_findings
-    exam.findings = sorted(findings, key=lambda f: -SEVERITIES.index(f.severity))
+    exam.findings = sorted(findings, key=lambda f: -severity_rank(f.severity))

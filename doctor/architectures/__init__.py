@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import logging
 from functools import cache
-from importlib.metadata import entry_points
 
 from torch import nn
 
 from doctor.architectures.base import Architecture, Attention, Mlp, ScaleGroup, Unsupported
 from doctor.architectures.falcon import Falcon
 from doctor.architectures.gpt2 import Gpt2
+from doctor.architectures.hybrid import Hybrid
 from doctor.architectures.llama import LlamaLike
 from doctor.architectures.mamba import Mamba
 from doctor.architectures.moe import MixtureOfExperts
 from doctor.architectures.neox import GptNeox
 from doctor.architectures.opt import Opt
 from doctor.architectures.phi3 import Phi3
+from doctor.plugins import installed
 
 __all__ = [
     "Architecture", "Attention", "Mlp", "ScaleGroup", "Unsupported", "BUILTIN", "GENERIC", "architecture_of",
@@ -32,20 +33,16 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "model_doctor.architectures"
-BUILTIN: tuple[Architecture, ...] = (MixtureOfExperts(), LlamaLike(), Phi3(), Gpt2(), Opt(), GptNeox(), Falcon(), Mamba())
+BUILTIN: tuple[Architecture, ...] = (
+    Hybrid(), MixtureOfExperts(), LlamaLike(), Phi3(), Gpt2(), Opt(), GptNeox(), Falcon(), Mamba(),
+)
 GENERIC = Architecture()
 
 
 @cache
 def plugins() -> tuple[Architecture, ...]:
     """Adapters from installed packages (loaded once); a broken plugin is logged and skipped."""
-    found = []
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            target = ep.load()
-            found.append(target() if isinstance(target, type) else target)
-        except Exception as exc:  # a broken third-party package must not stop an examination
-            log.warning("architecture plugin %s could not be loaded: %s", ep.name, exc)
+    found = [target() if isinstance(target, type) else target for _, target in installed(ENTRY_POINT_GROUP)]
     return tuple(a for a in found if isinstance(a, Architecture))
 
 

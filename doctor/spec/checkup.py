@@ -2,33 +2,35 @@
 
 from __future__ import annotations
 
-import re
+import math
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from doctor.metrics.registry import groups, is_metric_key, metric_keys
 from doctor.spec.modification import CalibrationSpec, Modification, Spec
 
 Severity = Literal["info", "low", "medium", "high", "critical"]
 SEVERITIES: tuple[str, ...] = ("info", "low", "medium", "high", "critical")
 
-# Metric groups a checkup can ask for, and the observation keys each produces.
-METRIC_GROUPS: dict[str, tuple[str, ...]] = {
-    "perplexity": ("ppl", "ppl_ratio", "nll_delta"),
-    "kl": ("kl_mean", "kl_median", "kl_p99", "top1_agreement", "topk_coverage"),
-    "layer_error": ("layer_error_max", "layer_error_mean"),
-    "attention": ("attention_entropy_shift",),
-    "tasks": (),  # keys are per task: acc:<task>, acc_norm:<task>, acc_drop:<task>
-    "generation": ("repetition_rate", "distinct_1", "distinct_2", "mean_length", "generated_ppl"),
-    "size": ("size_mb", "params", "params_ratio", "effective_bits", "sparsity"),
-    "latency": ("latency_ms",),
-}
-METRIC_KEYS: frozenset[str] = frozenset(k for keys in METRIC_GROUPS.values() for k in keys)
-_TASK_KEY = re.compile(r"^(acc|acc_norm|acc_drop|exact_match):[A-Za-z0-9_.-]+$")
+
+def severity_rank(severity: str) -> int:
+    """Higher is more severe; an unknown severity (a results file from elsewhere) ranks above 'critical', so it
+    is never buried in a report nor let through a release gate."""
+    return SEVERITIES.index(severity) if severity in SEVERITIES else len(SEVERITIES)
+
+# Metric groups a checkup can ask for, and the observation keys each produces (from the metric registry).
+METRIC_GROUPS: dict[str, tuple[str, ...]] = {name: tuple(k.key for k in g.keys) for name, g in groups().items()}
+METRIC_KEYS: frozenset[str] = frozenset(metric_keys())
 
 
-def is_metric_key(key: str) -> bool:
-    return key in METRIC_KEYS or bool(_TASK_KEY.match(key))
+def unknown_metric_message(key: str) -> str:
+    """'unknown metric' with the closest known keys, for suites and rules alike."""
+    import difflib
+
+    close = difflib.get_close_matches(key, sorted(METRIC_KEYS), n=2)
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else f"known: {', '.join(sorted(METRIC_KEYS))}"
+    return f"unknown metric '{key}'; {hint} (task metrics are acc:<task>, acc_norm:<task>, acc_drop:<task>, exact_match:<task>)"
 
 
 class EvalSpec(Spec):
@@ -56,6 +58,13 @@ class Threshold(Spec):
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min}) is above max ({self.max})")
         return self
+
+    @field_validator("min", "max")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"a threshold must be a finite number, not {value}")
+        return value
 
     def passes(self, value: float) -> bool:
         return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)

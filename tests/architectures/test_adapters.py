@@ -10,6 +10,7 @@ import torch
 from arch_zoo import CONFIGS, tiny_model
 
 import doctor.architectures as architectures
+from doctor import plugins
 from doctor.architectures import GENERIC, architecture_of
 from doctor.architectures.llama import LlamaLike
 from doctor.compress.adapters import decoder_layers
@@ -21,7 +22,7 @@ from tests.conftest import as_patient, make_context
 
 EXPECTED = {"gpt2": "gpt2", "opt": "opt", "llama": "llama", "mistral": "llama", "qwen2": "llama", "gemma2": "llama",
             "phi3": "phi3", "gpt_neox": "gpt_neox", "falcon": "falcon", "mixtral": "moe", "qwen2_moe": "moe",
-            "mamba": "mamba"}
+            "mamba": "mamba", "jamba": "hybrid", "bamba": "hybrid"}
 
 
 def test_every_family_has_its_adapter():
@@ -38,13 +39,14 @@ class KeepsDown(LlamaLike):
 
 class FakeEntryPoint:
     name = "keeps-down"
+    value = "tests.architectures.test_adapters:KeepsDown"
 
     def load(self):
         return KeepsDown
 
 
 def test_a_plugin_adapter_from_an_entry_point_takes_precedence(monkeypatch, tmp_path):
-    monkeypatch.setattr(architectures, "entry_points", lambda group: [FakeEntryPoint()] if
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [FakeEntryPoint()] if
                         group == "model_doctor.architectures" else [])
     architectures.plugins.cache_clear()
     try:
@@ -64,11 +66,12 @@ def test_a_plugin_adapter_from_an_entry_point_takes_precedence(monkeypatch, tmp_
 def test_a_broken_plugin_is_skipped(monkeypatch):
     class Broken:
         name = "broken"
+        value = "missing:Adapter"
 
         def load(self):
             raise ImportError("no such module")
 
-    monkeypatch.setattr(architectures, "entry_points", lambda group: [Broken()])
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [Broken()])
     architectures.plugins.cache_clear()
     try:
         assert architecture_of(decoder_layers(tiny_model("llama"))[0]).name == "llama"
@@ -105,7 +108,7 @@ def test_an_unknown_layout_is_one_unsupported_result_per_checkup(monkeypatch, tm
         assert by_id[name].error.startswith("unsupported: ") and "generic" in by_id[name].error
 
 
-@pytest.mark.parametrize("arch", ["opt", "phi3", "gpt_neox", "qwen2_moe", "gemma2"])
+@pytest.mark.parametrize("arch", ["opt", "phi3", "gpt_neox", "qwen2_moe", "gemma2", "jamba", "bamba"])
 def test_heads_without_contribution_are_removed_first(arch, tmp_path):
     """Row maps of fused and separate projections: silencing one KV group by the map and removing it keeps
     the logits, so the map agrees with how the attention really splits its rows."""
@@ -113,7 +116,8 @@ def test_heads_without_contribution_are_removed_first(arch, tmp_path):
 
     model = tiny_model(arch)
     patient = as_patient(model, arch)
-    for i, block in enumerate(decoder_layers(model)):  # silence KV group i % kv in layer i, by the row maps
+    attention_layers = [b for b in decoder_layers(model) if architecture_of(b).has_heads(b)]
+    for i, block in enumerate(attention_layers):  # silence KV group i % kv in attention layer i, by the row maps
         a = architecture_of(block).attention(block)
         g, per = i % a.kv_heads, a.heads // a.kv_heads
         with torch.no_grad():
@@ -124,10 +128,10 @@ def test_heads_without_contribution_are_removed_first(arch, tmp_path):
     ids = torch.randint(3, 128, (2, 12), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         base = model(input_ids=ids, use_cache=False).logits
-    kv = architecture_of(decoder_layers(model)[0]).attention(decoder_layers(model)[0]).kv_heads
+    kv = architecture_of(attention_layers[0]).attention(attention_layers[0]).kv_heads
     ctx = make_context(patient, tmp_path, samples=2, seq_len=16)
     applied = apply_modification(PruneSpec(structure="heads", method="magnitude", sparsity=1 / kv), ctx)
-    assert applied.realized["kv_heads_removed_per_layer"] == [1, 1]
+    assert applied.realized["kv_heads_removed_per_layer"] == [1] * len(attention_layers)
     with torch.no_grad():
         assert (model(input_ids=ids, use_cache=False).logits - base).abs().max() < 1e-5
     ctx.undo.restore()
