@@ -51,6 +51,31 @@ def corpus_refs(suite: Suite) -> list[tuple[tuple, str]]:
     return refs
 
 
+def artifact_refs(suite: Suite) -> list[tuple[tuple, str, str]]:
+    """(key path, path, format) of every candidate artifact the suite reads, compose steps included."""
+    from doctor.modifications.kinds.compose import leaves
+
+    refs = []
+    for i, checkup in enumerate(suite.checkups):
+        for leaf in leaves(checkup.modification.model_dump(mode="json")):
+            if leaf.get("kind") == "artifact":
+                refs.append((("checkups", i, "modification", "path"), leaf["path"], leaf.get("format", "auto")))
+    return refs
+
+
+def check_artifact(path: str, requested: str) -> None:
+    """The candidate exists, its format is one we read, and the library that reads it is installed."""
+    from doctor.artifacts.candidate import detect_format
+
+    fmt, target = detect_format(Path(path).expanduser())
+    if requested not in ("auto", fmt):
+        raise ConfigError(f"{path}: format '{requested}' was asked for, but the file is {fmt}")
+    if fmt == "gguf":
+        from doctor.artifacts.gguf_file import require_gguf
+
+        require_gguf()
+
+
 def check_corpus(name: str) -> None:
     """A bundled corpus, 'auto', or a readable UTF-8 file within `MAX_CORPUS_BYTES`."""
     from doctor.texts import CORPORA
@@ -91,6 +116,11 @@ def check_suite_inputs(suite: Suite, path: Path) -> None:
         try:
             check_corpus(name)
         except ConfigError as exc:
+            problems.append((where, str(exc)))
+    for where, artifact, fmt in artifact_refs(suite):
+        try:
+            check_artifact(artifact, fmt)
+        except DoctorError as exc:
             problems.append((where, str(exc)))
     if problems:
         raise ConfigError("\n".join(_located(path, where, message) for where, message in problems))

@@ -11,6 +11,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent
 ASSETS = PACKAGE / "assets"
 DEMO_MODEL = ASSETS / "models" / "stories260k"
+DEMO_CANDIDATE = ASSETS / "models" / "stories260k-gptq-w4g32"
+"""The demo model after GPTQ 4-bit g32, packed as a GPTQ checkpoint: a ready-made artifact to judge."""
 DATA = ASSETS / "data"
 
 

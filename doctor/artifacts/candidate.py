@@ -82,6 +82,15 @@ def load_candidate(path: Path, requested: str, patient) -> Candidate:
     return Candidate(path=path, format=fmt, weights=weights, file_bytes=size, facts=facts)
 
 
+def check_tokenizer(path: Path, patient) -> None:
+    """Refuse a candidate whose vocabulary differs from the original's (read from metadata: no weights loaded)."""
+    fmt, target = detect_format(path)
+    if fmt == "gguf":
+        _check_tokens(path, gguf_file.token_list(target), patient.tokenizer)
+    else:
+        _check_folder_tokenizer(target, patient.tokenizer)
+
+
 def _check_tokens(path: Path, tokens: list[str] | None, tokenizer) -> None:
     if tokens is None:
         return

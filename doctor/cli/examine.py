@@ -50,7 +50,10 @@ def resume_command(ctx: click.Context, out: Path) -> str:
 
 @click.command()
 @click.argument("model", required=False)
-@click.option("--suite", default="quick", show_default=True, help="Built-in suite name or a suite YAML file.")
+@click.option("--suite", default=None, help="Built-in suite name or a suite YAML file  [default: quick].")
+@click.option("--candidate", "candidates", multiple=True, type=click.Path(path_type=Path),
+              help="A ready-made compressed artifact of MODEL to judge (GGUF file, GPTQ/AWQ/compressed-tensors or "
+              "safetensors folder); repeatable. Without --suite, only the candidates are examined.")
 @click.option("--rules", "rule_dirs", multiple=True, type=click.Path(path_type=Path), help="Extra rule directory.")
 @click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
@@ -68,7 +71,7 @@ def resume_command(ctx: click.Context, out: Path) -> str:
 @click.option("--allow-pickle", is_flag=True, help="Allow pickle checkpoints (they can run code when loaded).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub.")
 @click.pass_context
-def examine(ctx: click.Context, model: str | None, suite: str, rule_dirs: tuple[Path, ...], backend: str, device: str,
+def examine(ctx: click.Context, model: str | None, suite: str | None, candidates: tuple[Path, ...], rule_dirs: tuple[Path, ...], backend: str, device: str,
             dtype: str, out: Path | None, resume: bool, overwrite: bool, fail_on: str, max_windows: int | None,
             no_predictor: bool, predictor_dir: Path | None, allow_pickle: bool, trust_remote_code: bool) -> None:
     """Examine MODEL (a Hugging Face folder or hub id; the bundled demo model when omitted)."""
@@ -88,7 +91,12 @@ def examine(ctx: click.Context, model: str | None, suite: str, rule_dirs: tuple[
         if max_windows is not None and max_windows < 1:
             raise DoctorError(f"--max-windows {max_windows}: the number of evaluation windows must be at least 1")
         # everything the user supplied is checked before the model loads (which can take an hour)
-        checked = preflight(suite, list(rule_dirs), max_windows=max_windows)
+        checked = preflight(suite or "quick", list(rule_dirs), max_windows=max_windows)
+        if candidates:
+            from doctor.artifacts.suite import with_candidates
+
+            checked.suite, checked.sha256 = with_candidates(checked.suite, checked.sha256, list(candidates),
+                                                            keep_checkups=suite is not None)
         if out is not None:
             check_out_dir(out, resume=resume, overwrite=overwrite)
         if predictor_dir is not None and not no_predictor:
@@ -98,6 +106,9 @@ def examine(ctx: click.Context, model: str | None, suite: str, rule_dirs: tuple[
         _quiet_transformers()
         patient = load_patient(model, device=device, dtype=dtype, allow_pickle=allow_pickle,
                                trust_remote_code=trust_remote_code)
+        from doctor.artifacts.suite import check_candidates_fit
+
+        check_candidates_fit(checked.suite, patient)
         if out is None:
             out = _default_out(patient.facts.id)
             check_out_dir(out, resume=resume, overwrite=overwrite)

@@ -49,6 +49,8 @@ def measure_size(backend=None, patient=None, realized: dict | None = None) -> Me
     For PyTorch the weights stay in their dtype after fake quantization, so `realized['effective_bits']` over
     `realized['quantized_weights']` (from a quantize modification) gives the deployable size.
     """
+    if (realized or {}).get("file_bytes"):  # a ready-made artifact: its own files are what ships
+        return Measurement(value=realized["file_bytes"] / MB, note=f"{realized.get('format', 'artifact')} file(s) on disk")
     size_bytes = getattr(backend, "file_size_bytes", None)
     if size_bytes is not None:
         return Measurement(value=size_bytes / MB, note=f"ONNX model files on disk ({backend.path.name} + data)")

@@ -43,7 +43,7 @@ def apply(spec, ctx: ApplyContext) -> Applied:
     realized = {
         "format": candidate.format,
         "file_bytes": candidate.file_bytes,
-        "file_bits_per_weight": candidate.file_bytes * 8 / total,
+        "effective_bits": candidate.file_bytes * 8 / total,  # measured from the file: bytes per parameter
         "weights_replaced": total,
         "coverage": 1.0,
         "changed_share": changed / total,

@@ -63,6 +63,8 @@ class ModificationMethod:
     - `rank`: order in kind lists, the union and the JSON Schema (built-ins 10..90; plugins default after them).
     - `slow`: applying an example takes tens of seconds (an export): the contract test's restore check runs
       it under the `slow` marker.
+    - `known_when_applied`: the compression level and predictor fields come from realized facts only (an
+      artifact's bits are read from its file); the contract test checks them on the facts of an applied example.
     """
 
     kind: str
@@ -74,6 +76,7 @@ class ModificationMethod:
     examples: tuple[dict[str, Any], ...]
     rank: int = 500
     slow: bool = False
+    known_when_applied: bool = False
     description: str = field(default="")
 
     def implementation(self) -> Callable[[Any, Any], Any]:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from doctor.modifications.registry import Compression, ModificationMethod, Unsupported
-from doctor.resources import DEMO_MODEL
+from doctor.resources import DEMO_CANDIDATE
 from doctor.spec.base import Spec
 
 # Legacy GGUF types are round-to-nearest on blocks of 32 (Q*_0 symmetric, Q*_1 with a minimum); GPTQ and AWQ
@@ -34,9 +34,10 @@ def summary(mod: dict[str, Any]) -> str:
 
 
 def level(mod: dict[str, Any], realized: dict[str, Any]) -> float | None:
-    """1 - (bits per weight in the file) / 16, as for quantization; unknown until the file was read."""
-    bits = realized.get("file_bits_per_weight")
-    return 1.0 - float(bits) / 16.0 if isinstance(bits, (int, float)) else None
+    """1 - bits/16 as for quantization, with the bits the file declares for its quantized tensors (or, when it
+    declares none, its bytes per weight); unknown until the file was read."""
+    bits = realized.get("bits") or realized.get("effective_bits")
+    return max(0.0, 1.0 - float(bits) / 16.0) if isinstance(bits, (int, float)) else None
 
 
 def case_fields(mod: dict, realized: dict, layers: int) -> dict:
@@ -62,7 +63,8 @@ METHOD = ModificationMethod(
     summary=summary,
     compression=Compression("bits", level),
     predictor=case_fields,
-    examples=({"kind": "artifact", "path": str(DEMO_MODEL), "format": "safetensors"},),
+    examples=({"kind": "artifact", "path": str(DEMO_CANDIDATE)},),
+    known_when_applied=True,
     rank=70,
     description=ArtifactSpec.__doc__,
 )
