@@ -96,7 +96,7 @@ def _check_tokens(path: Path, tokens: list[str] | None, tokenizer) -> None:
         return
     original = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
     if tokens != original:
-        differ = next((i for i, (a, b) in enumerate(zip(tokens, original)) if a != b), min(len(tokens), len(original)))
+        differ = next((i for i, (a, b) in enumerate(zip(tokens, original, strict=False)) if a != b), min(len(tokens), len(original)))
         raise ModelLoadError(
             f"{path}: tokenizer differs from the original's ({len(tokens)} vs {len(original)} tokens, "
             f"first difference at id {differ})"

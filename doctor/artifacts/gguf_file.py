@@ -4,8 +4,8 @@ transformers' GGUF loader (which also undoes llama.cpp's q/k row permutation).""
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch

@@ -35,7 +35,7 @@ def main(out: Path) -> None:
     original = {k: v.clone() for k, v in patient.model.state_dict().items()}
     quantize_demo(patient)
     write_packed(patient, original, out, "gptq", SPEC.bits, SPEC.group_size)
-    print(f"wrote {out}")
+    sys.stdout.write(f"wrote {out}\n")
 
 
 if __name__ == "__main__":

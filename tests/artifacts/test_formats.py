@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from doctor.artifacts import awq_format, gptq_format
-from doctor.artifacts.packing import awq_deinterleave, awq_interleave, pack_columns, pack_rows, unpack_columns, unpack_rows
+from doctor.artifacts.packing import (
+    awq_deinterleave,
+    awq_interleave,
+    pack_columns,
+    pack_rows,
+    unpack_columns,
+    unpack_rows,
+)
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
