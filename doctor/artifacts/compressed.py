@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -22,9 +23,11 @@ def read_compressed(folder: Path) -> dict[str, torch.Tensor]:
     from transformers.utils.quantization_config import CompressedTensorsConfig
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            str(folder), dtype=torch.float32, quantization_config=CompressedTensorsConfig(run_compressed=False),
-        )
+        with warnings.catch_warnings():  # "the folder's own quantization_config is used": that is the intent
+            warnings.simplefilter("ignore")
+            model = AutoModelForCausalLM.from_pretrained(
+                str(folder), dtype=torch.float32, quantization_config=CompressedTensorsConfig(dequantize=True),
+            )
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"{folder}: cannot decompress compressed-tensors checkpoint: {first}") from None

@@ -69,3 +69,31 @@ def write_packed(patient, original_state: dict, folder: Path, fmt: str, bits: in
             if (patient.local_dir / name).is_file():
                 shutil.copy(patient.local_dir / name, folder / name)
     return folder
+
+
+def write_compressed_tensors(folder: Path) -> tuple[Path, dict[str, torch.Tensor]]:
+    """The demo model with symmetric 4-bit per-channel weights, saved by compressed-tensors' own compressor in its
+    pack-quantized format; also returns the fake-quantized weights it holds."""
+    from compressed_tensors.compressors import ModelCompressor
+    from compressed_tensors.quantization import QuantizationConfig, apply_quantization_config
+
+    from doctor.patient import load_patient
+
+    model = load_patient(None).model
+    config = QuantizationConfig(config_groups={"group_0": {"targets": ["Linear"], "weights": {
+        "num_bits": 4, "type": "int", "symmetric": True, "strategy": "channel"}}}, ignore=["lm_head"])
+    apply_quantization_config(model, config)
+    expected = {}
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if hasattr(module, "weight_scale"):
+                scale = module.weight.abs().amax(dim=1, keepdim=True) / 7.5
+                module.weight_scale.copy_(scale)
+                if hasattr(module, "weight_zero_point"):
+                    module.weight_zero_point.zero_()
+                expected[f"{name}.weight"] = torch.clamp(torch.round(module.weight / scale), -8, 7) * scale
+    compressor = ModelCompressor.from_pretrained_model(model, quantization_format="pack-quantized")
+    compressor.compress_model(model)
+    model.save_pretrained(folder)
+    compressor.update_config(str(folder))
+    return folder, expected

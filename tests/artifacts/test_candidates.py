@@ -144,3 +144,15 @@ def test_a_candidate_with_another_tokenizer_is_refused_naming_both_sizes(demo_pa
         load_candidate(path, "auto", demo_patient)
     result = CliRunner().invoke(main, ["examine", "demo", "--candidate", str(path), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "513 vs 512 tokens" in result.output
+
+
+def test_compressed_tensors_checkpoint_is_decompressed_by_its_library(demo_patient, tmp_path):
+    pytest.importorskip("compressed_tensors", reason="compressed-tensors checkpoints need the artifacts extra")
+    from tests.artifacts.checkpoint_writers import write_compressed_tensors
+
+    folder, expected = write_compressed_tensors(tmp_path / "ct-w4")
+    assert detect_format(folder)[0] == "compressed-tensors"
+    candidate = load_candidate(folder, "auto", demo_patient)
+    for name, weight in expected.items():
+        assert torch.allclose(candidate.weights[name], weight, atol=1e-6), name
+    assert candidate.facts["quantization_config"]["format"] == "pack-quantized"
