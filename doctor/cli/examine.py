@@ -81,7 +81,7 @@ def examine(ctx: click.Context, model: str | None, suite: str, rule_dirs: tuple[
         out = out or _default_out(patient.facts.id)
         options = Options(out_dir=out, backend=backend, device=device, resume=resume, fail_on=fail_on,
                           rule_dirs=list(rule_dirs), suite_path=_suite_label(path), suite_sha256=sha,
-                          use_predictor=not no_predictor, rules=rules)
+                          use_predictor=not no_predictor, rules=rules, command=_command_line())
         out.mkdir(parents=True, exist_ok=True)
         try:
             with Progress(len(loaded.checkups)) as progress:
@@ -96,6 +96,13 @@ def examine(ctx: click.Context, model: str | None, suite: str, rule_dirs: tuple[
         paths = write_reports(exam, out)
     _summary(exam, paths)
     sys.exit(exam.exit_code)
+
+
+def _command_line() -> str:
+    """The command as typed, with the program named `doctor` however it was started."""
+    import shlex
+
+    return shlex.join(["doctor", *sys.argv[1:]])
 
 
 def _suite_label(path: Path) -> str:

@@ -50,10 +50,22 @@ METRIC_LABELS: dict[str, str] = {
     "params_ratio": "params ratio",
     "sparsity": "sparsity",
     "latency_ms": "latency (ms)",
+    "generated_ppl": "generated-text ppl",
+    "repetition_rate": "repetition rate",
+    "distinct_1": "distinct-1",
+    "distinct_2": "distinct-2",
+    "mean_length": "mean length (tokens)",
+    "attention_entropy_shift": "attention entropy shift",
 }
+# Task metrics are named '<measure>:<task>'.
+TASK_LABELS = {"acc": "accuracy", "acc_norm": "accuracy (length-normalised)", "acc_drop": "accuracy drop",
+               "exact_match": "exact match"}
 
 
 def metric_label(key: str) -> str:
+    measure, _, task = key.partition(":")
+    if task and measure in TASK_LABELS:
+        return f"{TASK_LABELS[measure]}, {task}"
     return METRIC_LABELS.get(key, key)
 
 
@@ -76,6 +88,30 @@ def number(value: Any, key: str = "") -> str:
     if key in _DECIMALS:
         return f"{value:.{_DECIMALS[key]}f}"
     return _general(value)
+
+
+def compact(value: Any, key: str = "") -> str:
+    """Like `number`, with fewer decimals as the integer part grows (84.802 rather than 84.8020): table cells."""
+    text = number(value, key)
+    if not isinstance(value, float) or not math.isfinite(value) or key not in _DECIMALS or abs(value) < 10:
+        return text
+    digits = len(str(int(abs(value))))
+    return f"{value:.{max(1, _DECIMALS[key] - digits + 1)}f}"
+
+
+def compact_interval(lower: float | None, upper: float | None, key: str = "") -> str:
+    if lower is None or upper is None:
+        return ""
+    return f"[{compact(float(lower), key)}, {compact(float(upper), key)}]"
+
+
+def significant(value: float | None, digits: int = 3) -> str:
+    """A number to `digits` significant digits (predicted bands: their width dwarfs the fourth digit)."""
+    if value is None:
+        return "–"
+    if not math.isfinite(value):
+        return number(value)
+    return f"{value:#.{digits}g}".rstrip(".") if abs(value) < 10 ** digits else f"{value:,.0f}"
 
 
 def _general(value: float) -> str:

@@ -95,7 +95,7 @@ def test_html_requests_nothing_external(rendered: dict[str, str]) -> None:
 
 def test_html_shows_verdict_facts_and_every_checkup(exam: Examination, rendered: dict[str, str]) -> None:
     html = rendered["report.html"]
-    assert "banner-findings" in html and "Findings at severity critical" in html
+    assert "gate-fail" in html and "Release gate: FAIL" in html and "critical &#39;A checkup could not run&#39;" in html
     for c in exam.checkups:
         assert f">{c.id}<" in html
     assert exam.patient.weights_sha256 in html and exam.suite_sha256 in html
@@ -110,10 +110,10 @@ def test_findings_sorted_by_severity(rendered: dict[str, str]) -> None:
     assert order == sorted(order)
 
 
-@pytest.mark.parametrize("verdict,kind", [("healthy", "Healthy"), ("failed", "Failed checkups")])
-def test_banner_follows_the_verdict(verdict: str, kind: str) -> None:
-    exam = build_examination().model_copy(update={"verdict": verdict})
-    assert kind in render_html(build_view(exam))
+def test_a_recorded_healthy_verdict_cannot_hide_an_errored_checkup() -> None:
+    exam = build_examination().model_copy(update={"verdict": "healthy", "exit_code": 0})
+    html = render_html(build_view(exam))
+    assert "Release gate: FAIL" in html and "sparsegpt-2-4 could not be measured" in html
 
 
 @pytest.mark.parametrize("content,expected", [
