@@ -28,6 +28,7 @@ _DECIMALS: dict[str, int] = {
     "generated_ppl": 3,
 }
 
+_BLANK_RUNS = re.compile(r"\n{3,}")
 _ENTITY = re.compile(r"&(?=#?[A-Za-z0-9]+;)")
 _TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
 _EDGE_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
@@ -146,6 +147,15 @@ def bound(minimum: float | None, maximum: float | None, key: str = "") -> str:
     if minimum is not None:
         return f"≥ {number(float(minimum), key)}"
     return ""
+
+
+def squeeze_blank_lines(text: str) -> str:
+    """Markdown from templates: at most one blank line in a row, one newline at the end."""
+    return _BLANK_RUNS.sub("\n\n", text).rstrip("\n") + "\n"
+
+
+def describe_text_short(text: Any) -> str:
+    return f"{text.corpus}, {text.tokens:,} tokens" if text is not None else "no text"
 
 
 def percent(value: float | None) -> str:

@@ -16,7 +16,7 @@ from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter
 
-from doctor.results import CheckupResult
+from doctor.results import CheckupResult, Measurement
 
 # Colour-blind-safe palette (Okabe-Ito), assigned to series in a fixed order.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
@@ -104,9 +104,12 @@ def wants_log(values: list[float], span: float = 4.0) -> bool:
 
 def error_bars(checkups: list[CheckupResult], key: str) -> tuple[list[float], list[float]] | None:
     """Asymmetric error-bar lengths from the metric intervals, or None when any interval is missing."""
+    return error_bars_of([c.metrics[key] for c in checkups])
+
+
+def error_bars_of(measurements: list[Measurement]) -> tuple[list[float], list[float]] | None:
     below, above = [], []
-    for c in checkups:
-        m = c.metrics[key]
+    for m in measurements:
         if m.lower is None or m.upper is None:
             return None
         below.append(max(0.0, m.value - m.lower))
