@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import matplotlib
@@ -115,17 +115,3 @@ def error_bars_of(measurements: list[Measurement]) -> tuple[list[float], list[fl
         below.append(max(0.0, m.value - m.lower))
         above.append(max(0.0, m.upper - m.value))
     return below, above
-
-
-def threshold_lines(ax, checkups: list[CheckupResult], key: str, axis: str = "y") -> None:
-    """Dashed lines at every distinct threshold on `key` among these checkups."""
-    bounds: set[tuple[str, float]] = set()
-    for c in checkups:
-        for t in c.thresholds:
-            if t.key == key and t.max is not None:
-                bounds.add(("≤", t.max))
-            if t.key == key and t.min is not None:
-                bounds.add(("≥", t.min))
-    draw: Callable = ax.axhline if axis == "y" else ax.axvline
-    for sign, value in sorted(bounds, key=lambda b: b[1]):
-        draw(value, color=FAIL_COLOR, linestyle="--", linewidth=1.0, alpha=0.8, label=f"threshold {sign} {value:g}")

@@ -166,5 +166,5 @@ def test_audit_texts_timings_backend_size_and_latency_are_shown() -> None:
         # per checkup: start, end (start + duration, across the hour) and duration
         assert "2025-01-01T10:59:58+00:00" in text and "2025-01-01T11:00:01+00:00" in text, name
     plots = {n: t for n, t in files.items() if n.endswith(".svg")}
-    assert "predicted band" in plots["plots/quant-ppl.svg"] and "threshold ≤ 1.1" in plots["plots/quant-ppl.svg"]
-    assert "predicted band" in plots["plots/prune-ppl.svg"] and "threshold ≤ 1.3" in plots["plots/prune-ppl.svg"]
+    assert "predicted band" in plots["plots/quant-ppl.svg"] and "threshold of each checkup" in plots["plots/quant-ppl.svg"]
+    assert "predicted band" in plots["plots/prune-ppl.svg"] and "threshold 1.3 (every checkup)" in plots["plots/prune-ppl.svg"]
