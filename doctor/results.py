@@ -36,6 +36,7 @@ class ModelFacts(Record):
     family: str | None = None
     training_tokens: float | None = None
     weights_sha256: str | None = None
+    revision: str | None = None  # the hub commit of the loaded snapshot
 
 
 class TextInfo(Record):

@@ -171,7 +171,7 @@ def signoff_rows(exam: Examination) -> Pairs:
     return [
         ("command", env.command or "–"),
         ("tool", f"model-doctor {env.tool_version}" + (f" (git {env.git_commit})" if env.git_commit else "")),
-        ("model", exam.patient.id),
+        ("model", exam.patient.id + (f" (revision {exam.patient.revision})" if exam.patient.revision else "")),
         ("weights SHA-256", exam.patient.weights_sha256 or "–"),
         ("suite SHA-256", exam.suite_sha256 or "–"),
         ("rule files", f"{len(exam.rule_files)} (SHA-256 of each in the audit section)"),

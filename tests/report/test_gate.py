@@ -75,3 +75,24 @@ def test_summary_comes_before_findings_and_patient(rendered: dict[str, str]) -> 
     assert html.index('id="summary"') < html.index('id="findings"') < html.index('id="patient"')
     assert md.index("| checkup | modification | metric |") < md.index("## Findings") < md.index("## Patient")
     assert "| reviewer | |" in md and "## Sign-off" in md
+
+
+def test_signoff_names_command_source_and_hashes() -> None:
+    from doctor.report import render_reports
+
+    exam = build_examination()
+    exam.environment = exam.environment.model_copy(update={
+        "command": "doctor examine my-model --suite standard", "git_commit": "ab" * 20})
+    exam.patient = exam.patient.model_copy(update={"revision": "cd" * 20})
+    md = render_reports(exam)["report.md"]
+    signoff = md[md.index("## Sign-off"):md.index("## Audit metadata")]
+    for text in ("doctor examine my-model --suite standard", "ab" * 20, "cd" * 20, exam.suite_sha256,
+                 exam.patient.weights_sha256, "| reviewer | |", "| decision (approve / reject) | |"):
+        assert text in signoff, text
+
+
+def test_examine_records_its_command_line(tmp_path, monkeypatch) -> None:
+    from doctor.cli.examine import _command_line
+
+    monkeypatch.setattr("sys.argv", ["/usr/bin/doctor", "examine", "--suite", "my suite.yaml"])
+    assert _command_line() == "doctor examine --suite 'my suite.yaml'"
