@@ -44,7 +44,9 @@ def advice(mod: dict) -> str:
         if mod.get("structure") == "nm":
             return (f"{mod.get('n')}:{mod.get('m')} sparsity costs too much with {mod.get('method', 'magnitude')}: "
                     "try Wanda or SparseGPT at the same pattern, or unstructured sparsity below 50%.")
-        return (f"Prune less than {mod.get('sparsity')} with {mod.get('method', 'magnitude')}, or use an "
+        sparsity = mod.get("sparsity")
+        amount = f"{100 * sparsity:g}%" if isinstance(sparsity, (int, float)) else str(sparsity)
+        return (f"Prune less than {amount} with {mod.get('method', 'magnitude')}, or use an "
                 "activation-aware method (Wanda, SparseGPT) at this sparsity, and re-examine.")
     if kind == "remove_layers":
         return "Remove fewer layers, or fine-tune (heal) the model after removing them, and re-examine."

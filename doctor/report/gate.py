@@ -97,8 +97,8 @@ def summary_row(exam: Examination, c: CheckupResult, index: int) -> SummaryRow:
     others = [x for x in c.thresholds if not x.passed and x.key != key]
     note = c.error or ""
     if others:
-        note = "also missed: " + ", ".join(f"{fmt.metric_label(x.key)} {fmt.number(x.value, x.key)} "
-                                           f"({fmt.bound(x.min, x.max, x.key)})" for x in others)
+        note = "also missed: " + ", ".join(f"{fmt.metric_label(x.key)} {fmt.compact(x.value, x.key)} "
+                                           f"({fmt.bound(x.min, x.max)})" for x in others)
     expected = expected_note = outside = ""
     if e is not None:
         expected = f"{fmt.significant(e.point)} [{fmt.significant(e.lower)}, {fmt.significant(e.upper)}]"
@@ -128,7 +128,7 @@ def _overshoot(t: ThresholdVerdict) -> float:
 
 
 def _miss_text(c: CheckupResult, t: ThresholdVerdict) -> str:
-    return (f"{c.id} {fmt.metric_label(t.key)} {fmt.number(t.value, t.key)} against {fmt.bound(t.min, t.max, t.key)}"
+    return (f"{c.id} {fmt.metric_label(t.key)} {fmt.compact(t.value, t.key)} against {fmt.bound(t.min, t.max)}"
             f" ({c.severity})")
 
 

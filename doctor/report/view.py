@@ -159,8 +159,8 @@ def threshold_misses(exam: Examination) -> list[ThresholdMiss]:
             if not t.passed:
                 rows.append(ThresholdMiss(
                     anchor=f"c-{i}", checkup=c.id, severity=c.severity, metric=fmt.metric_label(t.key),
-                    value="missing" if t.value is None else fmt.number(t.value, t.key),
-                    threshold=fmt.bound(t.min, t.max, t.key), recommendation=advice.get(c.id, "")))
+                    value="missing" if t.value is None else fmt.compact(t.value, t.key),
+                    threshold=fmt.bound(t.min, t.max), recommendation=advice.get(c.id, "")))
     return sorted(rows, key=lambda r: -severity_rank(r.severity))
 
 

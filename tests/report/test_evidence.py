@@ -45,4 +45,4 @@ def test_every_row_is_labelled_and_empty_values_are_left_out() -> None:
 def test_threshold_advice_names_the_modification() -> None:
     assert "2 bits" in advice({"kind": "quantize", "method": "rtn", "bits": 2, "group_size": 32})
     assert "2:4" in advice({"kind": "prune", "method": "magnitude", "structure": "nm", "n": 2, "m": 4})
-    assert "0.5" in advice({"kind": "prune", "method": "magnitude", "structure": "unstructured", "sparsity": 0.5})
+    assert "50%" in advice({"kind": "prune", "method": "magnitude", "structure": "unstructured", "sparsity": 0.5})

@@ -25,7 +25,7 @@ def test_a_miss_below_fail_on_is_a_pass_with_warnings_naming_it() -> None:
     g = gate(_only(exam.model_copy(update={"checkups": [exam.checkups[0], worse]}), [exam.checkups[0].id, worse.id],
                    []))
     assert g.state == "warn" and g.headline == "Release gate: pass with warnings"
-    assert worse.id in g.reason and "≤ 1.0100" in g.reason
+    assert worse.id in g.reason and "≤ 1.01" in g.reason
 
 
 def test_a_miss_at_fail_on_fails_the_gate_even_when_the_record_says_healthy() -> None:
