@@ -96,8 +96,11 @@ def summary_row(exam: Examination, c: CheckupResult, index: int) -> SummaryRow:
         value = "missing"
     others = [x for x in c.thresholds if not x.passed and x.key != key]
     note = c.error or ""
+    coverage = c.metrics.get("coverage")
+    if coverage is not None and coverage.value < 1.0:  # a number that rests on part of what was targeted says so
+        note = (f"touched {fmt.percent(coverage.value)} of the targeted weights; " + note).rstrip("; ")
     if others:
-        note = "also missed: " + ", ".join(f"{fmt.metric_label(x.key)} {fmt.compact(x.value, x.key)} "
+        note = (note + "; " if note else "") + "also missed: " + ", ".join(f"{fmt.metric_label(x.key)} {fmt.compact(x.value, x.key)} "
                                            f"({fmt.bound(x.min, x.max)})" for x in others)
     expected = expected_note = outside = ""
     if e is not None:

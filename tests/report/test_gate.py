@@ -96,3 +96,12 @@ def test_examine_records_its_command_line(tmp_path, monkeypatch) -> None:
 
     monkeypatch.setattr("sys.argv", ["/usr/bin/doctor", "examine", "--suite", "my suite.yaml"])
     assert _command_line() == "doctor examine --suite 'my suite.yaml'"
+
+
+def test_partial_coverage_is_said_in_the_summary_row() -> None:
+    exam = build_examination()
+    c = exam.checkups[1]
+    partial = c.model_copy(update={"metrics": {**c.metrics, "coverage": Measurement(value=0.75, n=1000)}})
+    assert "touched 75.0% of the targeted weights" in summary_row(exam, partial, 2).note
+    full = c.model_copy(update={"metrics": {**c.metrics, "coverage": Measurement(value=1.0, n=1000)}})
+    assert "touched" not in summary_row(exam, full, 2).note
