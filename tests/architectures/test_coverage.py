@@ -71,7 +71,7 @@ def test_mamba_keeps_dt_proj_and_the_recurrence_and_says_so(tmp_path):
 def test_coverage_is_reported_next_to_bits_and_sparsity():
     from doctor.backends.torch_backend import TorchBackend
     from doctor.checkup_run import size_metrics
-    from doctor.report.view import SUMMARY_KEYS
+    from doctor.report.view import METRIC_ORDER
 
     patient = as_patient(tiny_model("llama"), "llama")
 
@@ -84,4 +84,4 @@ def test_coverage_is_reported_next_to_bits_and_sparsity():
                 "target_weights": 100}
     metrics = size_metrics(session, TorchBackend(patient.model), realized)
     assert metrics["coverage"].value == 1.0 and metrics["coverage"].n == 100
-    assert SUMMARY_KEYS.index("coverage") == SUMMARY_KEYS.index("sparsity") + 1
+    assert METRIC_ORDER.index("coverage") == METRIC_ORDER.index("sparsity") + 1  # details table order
