@@ -34,8 +34,10 @@ def report(ctx: click.Context, results: Path, out: Path | None) -> None:
 @click.argument("b", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Write diff.html and diff.md (and the plot) into this folder.")
+@click.option("--all", "every", is_flag=True, help="List every shared metric in the files, not only the key and "
+                                                    "the significantly changed ones.")
 @click.pass_context
-def diff(ctx: click.Context, a: Path, b: Path, out: Path | None) -> None:
+def diff(ctx: click.Context, a: Path, b: Path, out: Path | None, every: bool) -> None:
     """Compare two results.json files (A before, B after).
 
     Exit 1 only when B got significantly worse (intervals apart on the same text), a checkup newly fails, or
@@ -48,7 +50,7 @@ def diff(ctx: click.Context, a: Path, b: Path, out: Path | None) -> None:
     with user_errors(ctx.obj["verbose"]):
         exam_a, exam_b = load_examination(a), load_examination(b)
         result = diff_examinations(exam_a, exam_b)
-        paths = write_diff(result, exam_a, exam_b, out) if out is not None else {}
+        paths = write_diff(result, exam_a, exam_b, out, every) if out is not None else {}
     click.echo(terminal_summary(result), nl=False)
     for name in ("diff.html", "diff.md"):
         if name in paths:

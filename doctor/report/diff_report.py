@@ -57,11 +57,11 @@ def _change(m: MetricChange) -> str:
     return f"{100 * (b - a) / abs(a):+.1f}%"
 
 
-def _metric_rows(d: ExaminationDiff, key_only: dict[str, str]) -> tuple[Rows, int]:
-    """Significant changes first, then each shared checkup's key metric; the rest is counted, not listed."""
+def _metric_rows(d: ExaminationDiff, key_only: dict[str, str], every: bool) -> tuple[Rows, int]:
+    """Significant changes first, then each shared checkup's key metric (or every metric); the rest is counted."""
     shown, rest = [], 0
     for m in sorted(d.metrics, key=lambda m: (m.status not in ("worse", "better", "changed"), m.checkup)):
-        if m.status in ("worse", "better", "changed") or key_only.get(m.checkup) == m.metric:
+        if every or m.status in ("worse", "better", "changed") or key_only.get(m.checkup) == m.metric:
             shown.append([m.checkup, fmt.metric_label(m.metric), _measure(m.a, m.metric), _measure(m.b, m.metric), _change(m), m.status])
         else:
             rest += 1
@@ -72,10 +72,11 @@ def _finding_rows(findings: list[Finding]) -> Rows:
     return [[f.severity, f.rule, f.title, ", ".join(f.checkups)] for f in findings]
 
 
-def build_diff_view(d: ExaminationDiff, a: Examination, b: Examination, plot: Plot | None) -> DiffView:
+def build_diff_view(d: ExaminationDiff, a: Examination, b: Examination, plot: Plot | None,
+                    every: bool = False) -> DiffView:
     keys = {c.id: key_metric(c) or "" for c in a.checkups}
     keys[BASELINE] = "ppl"
-    metrics, rest = _metric_rows(d, keys)
+    metrics, rest = _metric_rows(d, keys, every)
     worse, better = len(d.worse), sum(1 for m in d.metrics if m.status == "better")
     return DiffView(
         title=f"model-doctor diff: {d.a_model} → {d.b_model}", a=_describe(a), b=_describe(b),
@@ -153,9 +154,10 @@ def shared_plot(d: ExaminationDiff, a: Examination, b: Examination) -> Plot | No
     return Plot(name=name, title="Shared checkups", caption=caption, svg=svg, file=f"plots/{name}.svg")
 
 
-def render_diff_reports(d: ExaminationDiff, a: Examination, b: Examination) -> dict[str, str]:
+def render_diff_reports(d: ExaminationDiff, a: Examination, b: Examination, every: bool = False) -> dict[str, str]:
+    """diff.html, diff.md and the plot; `every` lists every shared metric, not only key and significant ones."""
     plot = shared_plot(d, a, b)
-    view = build_diff_view(d, a, b, plot)
+    view = build_diff_view(d, a, b, plot, every)
     files = {"diff.html": html_environment().get_template("diff.html.j2").render(view=view),
              "diff.md": markdown_environment().get_template("diff.md.j2").render(view=view)}
     files["diff.md"] = fmt.squeeze_blank_lines(files["diff.md"])
@@ -164,8 +166,10 @@ def render_diff_reports(d: ExaminationDiff, a: Examination, b: Examination) -> d
     return files
 
 
-def write_diff(d: ExaminationDiff, a: Examination, b: Examination, out_dir: Path) -> dict[str, Path]:
-    return {name: write_text_atomic(Path(out_dir) / name, text) for name, text in render_diff_reports(d, a, b).items()}
+def write_diff(d: ExaminationDiff, a: Examination, b: Examination, out_dir: Path,
+               every: bool = False) -> dict[str, Path]:
+    files = render_diff_reports(d, a, b, every)
+    return {name: write_text_atomic(Path(out_dir) / name, text) for name, text in files.items()}
 
 
 def terminal_summary(d: ExaminationDiff) -> str:

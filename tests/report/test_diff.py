@@ -145,3 +145,12 @@ def test_cli_report_bad_file_is_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["report", str(path)])
     assert result.exit_code == 2
     assert len(result.output.strip().splitlines()) == 1 and "not valid JSON" in result.output
+
+
+def test_all_lists_every_shared_metric(exam: Examination) -> None:
+    from doctor.report.diff_report import render_diff_reports
+
+    d = diff_examinations(exam, exam)
+    short, every = render_diff_reports(d, exam, exam)["diff.md"], render_diff_reports(d, exam, exam, every=True)["diff.md"]
+    assert "| kl p99 |" not in short.lower().replace("kl_p99", "kl p99") and "KL p99" not in short
+    assert "KL p99" in every and every.count("within noise") + every.count("no interval") > short.count("within noise")
