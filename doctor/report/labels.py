@@ -23,6 +23,7 @@ def place_labels(ax, points: list[tuple[float, float, str]], fontsize: float = 7
     had to take the last spot anyway (crowded). Call after the axes' scales and limits are final."""
     fig = ax.figure
     scale = fig.dpi / 72.0  # points -> pixels
+    frame = ax.bbox  # a label must stay inside the axes, or the figure edge cuts it
     taken: list[tuple] = []
     markers = [tuple(ax.transData.transform((x, y))) for x, y, _ in points]
     marks = [(mx - 3, my - 3, mx + 3, my + 3) for mx, my in markers]
@@ -32,7 +33,8 @@ def place_labels(ax, points: list[tuple[float, float, str]], fontsize: float = 7
         choice = None
         for dx, dy, align in SPOTS:
             box = _box(px, py, dx * scale, dy * scale, align, width, height)
-            if not any(_overlaps(box, other) for other in taken + marks):
+            inside = frame.x0 <= box[0] and box[2] <= frame.x1 and frame.y0 <= box[1] and box[3] <= frame.y1
+            if inside and not any(_overlaps(box, other) for other in taken + marks):
                 choice = (dx, dy, align, box)
                 break
         if choice is None:
