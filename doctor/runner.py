@@ -20,7 +20,7 @@ from doctor.journal import Journal
 from doctor.metrics.language import perplexity
 from doctor.patient import Patient
 from doctor.results import Baseline, Examination, Finding
-from doctor.spec.checkup import SEVERITIES, Suite
+from doctor.spec.checkup import Suite, severity_rank
 from doctor.texts import eval_windows, resolve_corpus, text_info, tokenize
 from doctor.verdict import BUILTIN_RULE_DOCS, threshold_findings, verdict
 
@@ -173,4 +173,4 @@ def annotate(exam: Examination, options: Options) -> None:
     fired = {f.rule for f in findings}
     docs = {r.rule.id: " ".join(r.rule.description.split()) for r in rules if r.rule.id in fired}
     exam.rule_docs = dict(sorted({**{k: v for k, v in BUILTIN_RULE_DOCS.items() if k in fired}, **docs}.items()))
-    exam.findings = sorted(findings, key=lambda f: -SEVERITIES.index(f.severity))
+    exam.findings = sorted(findings, key=lambda f: -severity_rank(f.severity))

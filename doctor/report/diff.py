@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from doctor.report.gate import Gate, checkup_verdict, gate, severity_rank
+from doctor.report.gate import Gate, checkup_verdict, gate
 from doctor.results import CheckupResult, Examination, Finding, Measurement, TextInfo
+from doctor.spec.checkup import severity_rank
 
 BASELINE = "(baseline)"
 # Which way is worse, per metric; metrics not named here (bits, sparsity, params) have no better or worse.

@@ -97,7 +97,7 @@ def _value(value: Any, metric: str = "") -> str:
 def _label(name: str) -> tuple[str, str]:
     if name in NAMES:
         return NAMES[name]
-    if name in fmt.METRIC_LABELS or ":" in name:
+    if fmt.is_metric(name):
         return fmt.metric_label(name), "the measured value"
     return name.replace("_", " "), ""
 

@@ -10,20 +10,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from doctor.metrics import registry as metrics_registry
 from doctor.report import format as fmt
 from doctor.results import CheckupResult, Examination, Finding, ThresholdVerdict
-from doctor.spec.checkup import SEVERITIES
+from doctor.spec.checkup import severity_rank
 
-# The metric a checkup's summary row shows when no threshold names one, in order of preference.
-KEY_METRICS = ("ppl_ratio", "kl_mean", "top1_agreement", "generated_ppl", "repetition_rate", "latency_ms")
+# When no threshold names a checkup's key metric: the metric registry's summary keys in its order, then what
+# decoding checkups measure.
+DECODING_KEYS = ("generated_ppl", "repetition_rate")
 KEY_PREFIXES = ("acc_drop:", "acc:", "exact_match:")
 NAMED_AT_MOST = 3
 GATE_TEXT = {"pass": "Release gate: pass", "warn": "Release gate: pass with warnings", "fail": "Release gate: FAIL"}
-
-
-def severity_rank(severity: str) -> int:
-    """Higher is more severe; unknown severities rank above 'critical' so they are never buried."""
-    return SEVERITIES.index(severity) if severity in SEVERITIES else len(SEVERITIES)
 
 
 @dataclass(frozen=True)
@@ -68,7 +65,7 @@ def key_metric(c: CheckupResult) -> str | None:
     missed = [t.key for t in c.thresholds if not t.passed]
     if missed or c.thresholds:
         return (missed or [t.key for t in c.thresholds])[0]
-    for key in KEY_METRICS:
+    for key in (*metrics_registry.summary_keys(), *DECODING_KEYS):
         if key in c.metrics:
             return key
     for prefix in KEY_PREFIXES:
