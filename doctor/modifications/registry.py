@@ -63,6 +63,8 @@ class ModificationMethod:
     - `rank`: order in kind lists, the union and the JSON Schema (built-ins 10..90; plugins default after them).
     - `slow`: applying an example takes tens of seconds (an export): the contract test's restore check runs
       it under the `slow` marker.
+    - `needs`: a layout the dense demo model lacks ('experts': a mixture of experts); the contract test then
+      checks the examples' restore on a tiny random model that has it.
     - `known_when_applied`: the compression level and predictor fields come from realized facts only (an
       artifact's bits are read from its file); the contract test checks them on the facts of an applied example.
     """
@@ -76,6 +78,7 @@ class ModificationMethod:
     examples: tuple[dict[str, Any], ...]
     rank: int = 500
     slow: bool = False
+    needs: str | None = None
     known_when_applied: bool = False
     description: str = field(default="")
 
