@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from doctor.report.candidates import candidate_rows
 from doctor.report.html import render_html
 from doctor.report.json import ResultsFileError, load_examination, roundtrip, write_results, write_text_atomic
 from doctor.report.markdown import render_markdown
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 def render_reports(exam: Examination) -> dict[str, str]:
     """Relative path -> file content for every report file (Markdown, HTML and the plots it links)."""
     plots = make_plots(exam)
-    view = build_view(exam, plots)
+    view = build_view(exam, plots, candidate_rows(exam))
     files = {"report.md": render_markdown(view), "report.html": render_html(view)}
     files.update({p.file: p.svg + "\n" for p in plots})
     return files

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 from doctor.report import format as fmt
+from doctor.report.candidates import candidate_plot
 from doctor.report.gate import checkup_verdict
 from doctor.report.labels import place_labels
 from doctor.report.svg import FAIL_COLOR, PASS_COLOR, figure, label, log_axis, series_color, to_svg, wants_log
@@ -224,5 +225,6 @@ def make_plots(exam: Examination) -> list[Plot]:
         pareto_plot(exam, text),
         layer_error_plot(exam, text),
         kl_distribution_plot(exam, text),
+        candidate_plot(exam, text),
     ]
     return [p for p in candidates if p is not None]

@@ -119,9 +119,10 @@ class ReportView:
     libraries: Pairs
     timings: list[tuple[str, str, str, str, str]]  # id, started, ended, duration, status
     plots: list[Plot] = field(default_factory=list)
+    candidates: list = field(default_factory=list)  # report.candidates.CandidateRow, ranked
 
 
-def build_view(exam: Examination, plots: list[Plot] | None = None) -> ReportView:
+def build_view(exam: Examination, plots: list[Plot] | None = None, candidates: list | None = None) -> ReportView:
     return ReportView(
         title=f"model-doctor examination: {exam.patient.id}",
         model=exam.patient.id,
@@ -145,6 +146,7 @@ def build_view(exam: Examination, plots: list[Plot] | None = None) -> ReportView
         timings=[(c.id, c.started or "–", fmt.end_time(c.started, c.duration_s), fmt.duration(c.duration_s), c.status)
                  for c in exam.checkups],
         plots=plots or [],
+        candidates=candidates or [],
     )
 
 

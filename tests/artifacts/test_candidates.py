@@ -137,7 +137,7 @@ def test_a_candidate_with_another_tokenizer_is_refused_naming_both_sizes(demo_pa
     from transformers import PreTrainedTokenizerFast
 
     tok = demo_patient.tokenizer
-    other = PreTrainedTokenizerFast(tokenizer_object=tok.backend_tokenizer)
+    other = PreTrainedTokenizerFast(tokenizer_object=tok.backend_tokenizer, bos_token="<s>", eos_token="</s>")
     other.add_tokens(["<extra>"])
     path = write_llama_gguf(demo_patient.model, other, tmp_path / "other.gguf", "Q8_0")
     with pytest.raises(ModelLoadError, match=r"513 vs 512 tokens"):
