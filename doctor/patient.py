@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from doctor.errors import ModelLoadError
+from doctor.history import History, detect_history
 from doctor.resources import DEMO_MODEL
 from doctor.results import ModelFacts
 
@@ -91,6 +92,11 @@ def load_patient(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = resolve_reference(ref)
+    gguf = _gguf_file(source)
+    if gguf is not None:
+        from doctor.gguf.patient import load_gguf_patient
+
+        return load_gguf_patient(gguf, source=source, device=device, dtype=dtype)
     path = Path(source).expanduser()
     local = path.exists()
     if local:
@@ -118,6 +124,14 @@ def load_patient(
     return Patient(model=model, tokenizer=tokenizer, facts=facts, source=source, local_dir=local_dir)
 
 
+def _gguf_file(source: str) -> Path | None:
+    """A known model name (e.g. smollm2-135m), a .gguf file, or a folder holding one .gguf and no config.json."""
+    from doctor.gguf import find_gguf, locate_named
+
+    named = locate_named(source)
+    return named if named is not None else find_gguf(Path(source).expanduser())
+
+
 def _display_name(source: str, local_dir: Path | None) -> str:
     if local_dir is not None and local_dir == DEMO_MODEL.resolve():
         return "stories260k"
@@ -135,10 +149,11 @@ def count_params(model: torch.nn.Module) -> int:
     return total
 
 
-def extract_facts(model: torch.nn.Module, name: str, weights_dir: Path | None = None) -> ModelFacts:
+def extract_facts(model: torch.nn.Module, name: str, weights_dir: Path | None = None,
+                  scan_history: bool = True) -> ModelFacts:
     cfg = model.config
     heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", 0)
-    return ModelFacts(
+    facts = ModelFacts(
         id=name,
         architecture=(getattr(cfg, "architectures", None) or [type(model).__name__])[0],
         model_type=getattr(cfg, "model_type", "unknown"),
@@ -155,3 +170,47 @@ def extract_facts(model: torch.nn.Module, name: str, weights_dir: Path | None = 
         family=None,
         weights_sha256=weights_sha256(weights_dir),
     )
+    identify_family(facts, [("config.json _name_or_path", _config_name(model, weights_dir)),
+                            ("model name", name)])
+    if scan_history:
+        record_history(facts, detect_history(model))
+    return facts
+
+
+def _config_name(model: torch.nn.Module, weights_dir: Path | None) -> str | None:
+    """The name the checkpoint was saved under (config.json's own `_name_or_path`), else the loaded id."""
+    import json
+
+    config = weights_dir / "config.json" if weights_dir is not None else None
+    if config is not None and config.is_file():
+        try:
+            saved = json.loads(config.read_text()).get("_name_or_path")
+        except (OSError, ValueError, AttributeError):
+            saved = None
+        if saved:
+            return str(saved)
+    loaded = getattr(model.config, "_name_or_path", None)
+    return str(loaded) if loaded else None
+
+
+def identify_family(facts: ModelFacts, named: list[tuple[str, str | None]]) -> None:
+    """Family, training tokens and the evidence for them, from names in order of trust (then the vocabulary)."""
+    from doctor.predict.families import identify
+    from doctor.predict.table import family_fact
+
+    identity = identify(named, facts.vocab)
+    if identity is None:
+        return
+    fact = family_fact(identity.family, identity.name)
+    facts.family = identity.family
+    facts.family_evidence = identity.evidence
+    facts.training_tokens = fact.training_tokens if fact else None
+
+
+def record_history(facts: ModelFacts, history: History) -> None:
+    """The prior-quantization scan, and its dominant grid as the two facts rules and the predictor read."""
+    facts.history = history.to_record()
+    dominant = history.dominant
+    if dominant is not None:
+        facts.prior_bits = dominant["bits"]
+        facts.prior_group_size = -1 if dominant["group_size"] == "row" else dominant["group_size"]

@@ -35,7 +35,13 @@ class ModelFacts(Record):
     tied_embeddings: bool = False
     family: str | None = None
     training_tokens: float | None = None
+    family_evidence: str | None = None  # where the family was read (GGUF metadata, config.json, name, tokenizer)
     weights_sha256: str | None = None
+    source_format: str = "huggingface"  # "gguf": the baseline is a dequantized checkpoint of that file
+    source_file: dict[str, Any] | None = None  # the GGUF's own facts (name, types and their share, size, hash)
+    prior_bits: int | None = None  # already quantized: the grid most weights lie on (None: not found)
+    prior_group_size: int | None = None  # inputs per group of that grid; -1: one scale per output row
+    history: dict[str, Any] | None = None  # the prior-quantization scan: layouts, layers, levels per group
 
 
 class TextInfo(Record):

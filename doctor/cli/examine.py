@@ -56,7 +56,7 @@ def _preflight_rules(rule_dirs: list[Path]) -> list:
 def examine(ctx: click.Context, model: str | None, suite: str, rule_dirs: tuple[Path, ...], backend: str, device: str,
             dtype: str, out: Path | None, resume: bool, fail_on: str, max_windows: int | None, no_predictor: bool,
             allow_pickle: bool, trust_remote_code: bool) -> None:
-    """Examine MODEL (a Hugging Face folder or hub id; the bundled demo model when omitted)."""
+    """Examine MODEL (a Hugging Face folder or hub id, a .gguf file, or smollm2-135m; the demo model when omitted)."""
     from doctor.cli.progress import Progress
     from doctor.patient import load_patient
     from doctor.runner import Options

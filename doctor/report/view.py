@@ -193,8 +193,23 @@ def facts_rows(exam: Examination) -> Pairs:
         rows.append(("family", p.family))
     if p.training_tokens is not None:
         rows.append(("training tokens", fmt.number(p.training_tokens)))
+    rows += source_rows(p)
     rows.append(("weights SHA-256", p.weights_sha256 or "–"))
     return rows
+
+
+def source_rows(p) -> Pairs:
+    """Where the weights came from: a GGUF baseline is a dequantized checkpoint, and the report says so."""
+    src = p.source_file
+    if p.source_format != "gguf" or not src:
+        return []
+    types = ", ".join(f"{kind} {share:.1%}" for kind, share in src.get("type_share", {}).items())
+    return [
+        ("source format", f"GGUF ({src.get('architecture')}), {fmt.number(src.get('file_size'))} bytes; "
+                          f"the baseline is its dequantized checkpoint ({src.get('dequantized', 'float32')})"),
+        ("GGUF name", src.get("name") or "–"),
+        ("GGUF tensor types (share of weights)", types or "–"),
+    ]
 
 
 def describe_text(text: TextInfo | None) -> str:
