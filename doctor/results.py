@@ -90,6 +90,10 @@ class Expected(Record):
     in_domain: bool = True
     warning: str | None = None
     predictor: str = ""
+    history: Literal["at-or-above", "below"] | None = None  # the new grid against the patient's existing one
+    fresh_point: float | None = None  # what an unquantized model would be expected to lose (before history)
+    fresh_lower: float | None = None
+    fresh_upper: float | None = None
 
 
 class LayerStat(Record):

@@ -289,3 +289,24 @@ def test_prior_quantization_quiet_on_float_weights():
     e = exam([])
     e.patient = e.patient.model_copy(update={"history": {**HISTORY, "layouts": [], "on_grid": 0}})
     assert findings("prior-quantization", e) == []
+
+
+def history_checkup(observed: float, outside: str, history: str = "below"):
+    e = expected("ppl_ratio", 1.27, 1.05, 2.76, outside, in_domain=False)
+    e = e.model_copy(update={"history": history, "fresh_point": 1.1, "fresh_lower": 1.0, "fresh_upper": 1.25})
+    e2 = exam([quant("rtn-w4-g128", 4, observed, group_size=128, expected={"ppl_ratio": e})])
+    e2.patient = e2.patient.model_copy(update={"prior_bits": 4, "prior_group_size": 32, "history": HISTORY})
+    return e2
+
+
+def test_history_explains_degradation_beyond_a_fresh_model_inside_the_compounded_interval():
+    (finding,) = findings("history-explains-degradation", history_checkup(1.40, "inside"))
+    assert finding.checkups == ["rtn-w4-g128"] and finding.evidence["observed"] == 1.40
+    assert finding.evidence["fresh"] == 1.25 and finding.evidence["compounded_upper"] == 2.76
+    assert "4-bit" in finding.explanation and "x1.4" in finding.explanation
+
+
+def test_history_explains_degradation_quiet_when_not_the_cause():
+    assert findings("history-explains-degradation", history_checkup(1.20, "inside")) == []  # a fresh model's loss
+    assert findings("history-explains-degradation", history_checkup(4.0, "above")) == []  # beyond even history
+    assert findings("history-explains-degradation", history_checkup(1.40, "inside", "at-or-above")) == []
