@@ -138,6 +138,7 @@ class Baseline(Record):
     text: TextInfo
     layers: list[LayerStat] = Field(default_factory=list)
     health: dict[str, Any] = Field(default_factory=dict)
+    precision: dict[str, Any] | None = None  # the --dtype auto decision and its first-window check
     duration_s: float = 0.0
 
 

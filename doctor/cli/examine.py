@@ -43,7 +43,8 @@ def _preflight_rules(rule_dirs: list[Path]) -> list:
 @click.option("--rules", "rule_dirs", multiple=True, type=click.Path(path_type=Path), help="Extra rule directory.")
 @click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True)
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16", "auto"]), default="float32",
+              show_default=True, help="auto: bfloat16 where fast and within 1% of float32 on the first window.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder (default reports/<model>-<time>).")
 @click.option("--resume", is_flag=True, help="Reuse the results already in --out/results.jsonl.")
 @click.option("--fail-on", type=click.Choice(list(SEVERITIES)), default="high", show_default=True,
@@ -80,12 +81,13 @@ def examine(ctx: click.Context, model: str | None, suite: str, rule_dirs: tuple[
             _preflight_predictor(predictor_dir)
         device = _device(device)
         _quiet_transformers()
-        patient = load_patient(model, device=device, dtype=dtype, allow_pickle=allow_pickle,
+        patient = load_patient(model, device=device, dtype="float32" if dtype == "auto" else dtype,
+                               allow_pickle=allow_pickle,
                                trust_remote_code=trust_remote_code)
         out = out or _default_out(patient.facts.id)
         options = Options(out_dir=out, backend=backend, device=device, resume=resume, fail_on=fail_on,
                           rule_dirs=list(rule_dirs), suite_path=_suite_label(path), suite_sha256=sha,
-                          use_predictor=not no_predictor, predictor_dir=predictor_dir, rules=rules)
+                          use_predictor=not no_predictor, predictor_dir=predictor_dir, rules=rules, dtype=dtype)
         out.mkdir(parents=True, exist_ok=True)
         try:
             with Progress(len(loaded.checkups)) as progress:

@@ -8,8 +8,9 @@ noises are added as b_eff = -log4(4^-b_prior + 4^-b'), and against the dequantiz
 ratio is delta(b_eff) - delta(b_prior) on that layout. Everything is taken at the same quantile of the model's
 unknown offset, which moves all these predictions the same way. A coarser grid compounds; a much finer one
 (w8 on a 4-bit grid) adds almost nothing. A grid at or above the existing one (at least as many bits, groups
-that nest in the old ones) can re-express the weights, so it is expected near-lossless: point 1, with the
-compounding bound as the upper end in case its zero point or scale rounding does not align.
+that nest in the old ones) can re-express the weights exactly when its scales and zero points land on the old
+ones, so its lower bound is 1 (lossless); when they do not (min-max RTN with an integer zero point on a Q4_1
+grid, whose offsets are floats) its rounding noise adds like any grid's, which the point and upper bound keep.
 """
 
 from __future__ import annotations
@@ -77,9 +78,9 @@ def compounded(facts: ModelFacts, case: F.Case, predictor: Predictor, fresh: Exp
     lower, point, upper = (math.exp(_compound(case, layout, prior_bits, predictor, z)) for z in (-Z90, 0.0, Z90))
     grid = f"~{facts.prior_bits}-bit {'per-row' if prior_group is None else f'g{int(prior_group)}'}"
     if kind == AT_OR_ABOVE:
-        lower, point = 1.0, 1.0
-        note = (f"already quantized ({grid}); this grid can re-express it, so near-lossless is expected (upper bound: "
-                "the compounding bound)")
+        lower = 1.0
+        note = (f"already quantized ({grid}); this grid can re-express it (lossless) where its scales and zero points "
+                "align with the existing ones, else its rounding noise compounds")
     else:
         note = (f"already quantized ({grid}); noise compounds: the new grid's loss as RTN bits on the existing groups, "
                 "noise variances added, minus the existing grid's own loss (same fitted model)")

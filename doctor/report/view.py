@@ -235,7 +235,17 @@ def baseline_rows(exam: Examination) -> Pairs:
         ("text SHA-256", b.text.sha256 or "–"),
         ("duration", fmt.duration(b.duration_s)),
     ]
+    if b.precision:
+        rows.append(("dtype (--dtype auto)", precision_text(b.precision)))
     return rows
+
+
+def precision_text(p: dict) -> str:
+    text = f"{p.get('chosen')}: {p.get('reason')}"
+    if p.get("fp32_ppl") is not None:
+        text += (f" (first window of {p.get('window_tokens')} tokens: float32 PPL {p['fp32_ppl']:.4g}, bfloat16 "
+                 f"{p['bf16_ppl']:.4g}, change {p['relative_change']:+.3%}, bound ±{p['bound']:.0%})")
+    return text
 
 
 def _note(m: Measurement) -> str:
