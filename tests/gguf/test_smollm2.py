@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from doctor.gguf import load_gguf
+from doctor.gguf.load import load_gguf
 
 pytestmark = pytest.mark.realmodel
 
