@@ -64,6 +64,9 @@ def _convert(path: Path, facts: GGUFFacts) -> Path:
         try:
             tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
             model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        except ImportError as exc:
+            raise ModelLoadError(f'{path}: {_first_line(exc)}; install the gguf extra: pip install '
+                                 '"model-doctor[gguf]"') from None
         except (ValueError, KeyError, OSError, RuntimeError, NotImplementedError) as exc:
             raise ModelLoadError(f"{path}: transformers cannot dequantize this GGUF: {_first_line(exc)}") from None
         config = model.config

@@ -39,3 +39,12 @@ def test_smollm2_family_and_history_come_from_the_model(smollm2_patient):
     assert (head["bits"], head["group_size"], head["scheme"], head["examples"]) == (8, 32, "symmetric", ["lm_head"])
     assert f.history["layers"] == "0-29" and f.history["gguf_types"] == {"Q4_1": 210, "Q8_0": 1}
     assert max(int(k) for k in f.history["levels_per_group"]) <= 32
+
+
+def test_history_survives_a_half_precision_load(smollm2_patient, smollm2_path):
+    from doctor.gguf.patient import load_gguf_patient
+
+    half = load_gguf_patient(smollm2_path, source="smollm2-135m", dtype="bfloat16")
+    assert next(half.model.parameters()).dtype == torch.bfloat16
+    # the grid is read from the cached float32 weights: bf16 rounding would hide it
+    assert half.facts.history["layouts"] == smollm2_patient.facts.history["layouts"]
