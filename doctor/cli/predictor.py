@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from doctor.cli import user_errors
+from doctor.cli.errors import user_errors
 from doctor.resources import PREDICTORS_DIR
 
 DATA_DIR = PREDICTORS_DIR / "data"
