@@ -128,8 +128,6 @@ def load_patient(
 
     source, path, local = check_reference(ref, allow_pickle=allow_pickle)
     if path.is_file() and path.suffix.lower() == ".gguf":
-        from doctor.gguf.patient import load_gguf_patient
-
         return load_gguf_patient(path, source=source, device=device, dtype=dtype)
     import torch
 
@@ -155,6 +153,30 @@ def load_patient(
     local_dir = path.resolve() if local else None
     facts = extract_facts(model, name=_display_name(source, local_dir), weights_dir=local_dir)
     return Patient(model=model, tokenizer=tokenizer, facts=facts, source=source, local_dir=local_dir)
+
+
+def load_gguf_patient(path: Path, *, source: str, device: str = "cpu", dtype: str = "float32") -> Patient:
+    """A GGUF file as the patient: the dequantized model, with the file's facts recorded beside the model's."""
+    from doctor.gguf.load import float32_linears, load_gguf
+    from doctor.history import detect_history
+
+    loaded = load_gguf(path, dtype=dtype, device=device)
+    check_finite(loaded.model, str(path))
+    stem = path.name[: -len(".gguf")] if path.name.lower().endswith(".gguf") else path.name
+    facts = extract_facts(loaded.model, name=stem, scan_history=False)  # hub GGUFs are named model + type
+    facts.weights_sha256 = loaded.facts.sha256
+    facts.source_format = "gguf"
+    facts.source_file = {**loaded.facts.to_record(), "dequantized": "float32 (exact), cached as safetensors",
+                         "cache": str(loaded.folder)}
+    meta = loaded.facts.metadata
+    identify_family(facts, [("GGUF general.basename", meta.get("basename")), ("GGUF general.name", meta.get("name")),
+                            ("GGUF file name", path.name), ("GGUF tokenizer.ggml.pre", meta.get("tokenizer.ggml.pre"))])
+    weights = None if dtype == "float32" else float32_linears(loaded)
+    record_history(facts, detect_history(loaded.model, loaded.facts.linear_types, weights=weights))
+    patient = Patient(model=loaded.model, tokenizer=loaded.tokenizer, facts=facts, source=source,
+                      local_dir=loaded.folder)
+    patient.extra["gguf"] = loaded.facts
+    return patient
 
 
 def gguf_file(source: str) -> Path | None:

@@ -104,3 +104,16 @@ def load_gguf(path: Path, dtype: str = "float32", device: str = "cpu") -> Loaded
     model.eval()
     model.to(device)
     return LoadedGGUF(model=model, tokenizer=tokenizer, facts=facts, folder=folder, converted_now=converted)
+
+
+def float32_linears(loaded: LoadedGGUF) -> list[tuple[str, torch.Tensor]]:
+    """The cached float32 weights of every linear: a grid is only recognisable before half precision rounds it."""
+    from safetensors import safe_open
+
+    from doctor.history import linear_weights
+
+    pairs = linear_weights(loaded.model)
+    with safe_open(str(loaded.folder / "model.safetensors"), framework="pt") as fh:
+        stored = set(fh.keys())
+        return [(name, fh.get_tensor(f"{name}.weight") if f"{name}.weight" in stored else w.float())
+                for name, w in pairs]

@@ -42,7 +42,7 @@ def test_smollm2_family_and_history_come_from_the_model(smollm2_patient):
 
 
 def test_history_survives_a_half_precision_load(smollm2_patient, smollm2_path):
-    from doctor.gguf.patient import load_gguf_patient
+    from doctor.patient import load_gguf_patient
 
     half = load_gguf_patient(smollm2_path, source="smollm2-135m", dtype="bfloat16")
     assert next(half.model.parameters()).dtype == torch.bfloat16
