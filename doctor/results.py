@@ -42,6 +42,7 @@ class ModelFacts(Record):
     prior_bits: int | None = None  # already quantized: the grid most weights lie on (None: not found)
     prior_group_size: int | None = None  # inputs per group of that grid; -1: one scale per output row
     history: dict[str, Any] | None = None  # the prior-quantization scan: layouts, layers, levels per group
+    revision: str | None = None  # the hub commit of the loaded snapshot
 
 
 class TextInfo(Record):
@@ -163,6 +164,8 @@ class Environment(Record):
     device: str
     backend: str
     seeds: dict[str, int] = Field(default_factory=dict)
+    command: str | None = None  # the command line that ran the examination
+    git_commit: str | None = None  # of the tool's source checkout, when it runs from one
 
 
 class Examination(Record):
@@ -172,6 +175,7 @@ class Examination(Record):
     suite_path: str | None = None
     suite_sha256: str | None = None
     rule_files: dict[str, str] = Field(default_factory=dict)
+    rule_docs: dict[str, str] = Field(default_factory=dict)  # rule id -> what it detects, for fired rules
     predictor: dict[str, Any] = Field(default_factory=dict)
     environment: Environment
     started: str
