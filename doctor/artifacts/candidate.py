@@ -10,6 +10,7 @@ import torch
 
 from doctor.artifacts import checkpoint, gguf_file
 from doctor.errors import ModelLoadError
+from doctor.patient import weights_sha256
 
 FORMATS = ("gguf", "gptq", "awq", "compressed-tensors", "safetensors")
 """What `format:` accepts besides `auto`."""
@@ -63,8 +64,11 @@ def load_candidate(path: Path, requested: str, patient) -> Candidate:
         raise ModelLoadError(f"{path}: format '{requested}' was asked for, but the file is {fmt}")
     facts: dict = {}
     if fmt == "gguf":
+        from doctor.gguf.facts import read_facts
+
         weights = gguf_file.read_gguf(target, patient.model)
-        facts["tensor_types"] = gguf_file.tensor_types(target)
+        file_facts = read_facts(target)
+        facts.update(tensor_types=file_facts.type_share, sha256=file_facts.sha256, name=file_facts.name)
         _check_tokens(path, gguf_file.token_list(target), patient.tokenizer)
         size = target.stat().st_size
     else:
@@ -76,6 +80,7 @@ def load_candidate(path: Path, requested: str, patient) -> Candidate:
         else:
             weights = checkpoint.read_folder(target, "plain" if fmt == "safetensors" else fmt, qconfig)
         facts["quantization_config"] = {k: v for k, v in qconfig.items() if isinstance(v, (int, float, str, bool))}
+        facts["sha256"] = weights_sha256(target)
         _check_folder_tokenizer(target, patient.tokenizer)
         size = sum(p.stat().st_size for p in checkpoint.safetensor_files(target))
     _check_shapes(path, weights, patient.model)

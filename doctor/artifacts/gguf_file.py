@@ -4,7 +4,6 @@ transformers' GGUF loader (which also undoes llama.cpp's q/k row permutation).""
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,17 +17,6 @@ def require_gguf() -> None:
         import gguf  # noqa: F401
     except ImportError:
         raise ModelLoadError('reading GGUF files needs the gguf package: pip install "model-doctor[gguf]"') from None
-
-
-def tensor_types(path: Path) -> dict[str, float]:
-    """Share of the file's weights (by element count) stored in each GGML type, e.g. {'Q4_0': 0.93, 'F32': 0.07}."""
-    from gguf import GGUFReader
-
-    counts: Counter[str] = Counter()
-    for tensor in GGUFReader(str(path)).tensors:
-        counts[tensor.tensor_type.name] += int(tensor.n_elements)
-    total = sum(counts.values()) or 1
-    return {name: counts[name] / total for name in sorted(counts, key=counts.get, reverse=True)}
 
 
 def token_list(path: Path) -> list[str] | None:

@@ -14,9 +14,8 @@ from pathlib import Path
 import torch
 
 from doctor.artifacts.candidate import load_candidate
-from doctor.compress.adapters import block_linears, decoder_layers
-from doctor.compress.quantizer import max_levels
 from doctor.errors import ModificationError
+from doctor.history import detect_history
 from doctor.modifications.base import Applied, ApplyContext
 
 
@@ -48,7 +47,8 @@ def apply(spec, ctx: ApplyContext) -> Applied:
         "coverage": 1.0,
         "changed_share": changed / total,
         **_storage(candidate),
-        "max_levels_per_group32": _levels(model),
+        "sha256": candidate.facts.get("sha256"),
+        "grid": _grid(model),
     }
     return Applied(realized=realized)
 
@@ -92,11 +92,8 @@ def gguf_block(ggml_type: str | None) -> int | None:
     return int(block)
 
 
-def _levels(model: torch.nn.Module) -> int:
-    """Most distinct values in any group of 32 inputs of the first rows of every decoder linear."""
-    most = 0
-    for block in decoder_layers(model):
-        for module in block_linears(block).values():
-            w = module.weight if type(module).__name__ != "Conv1D" else module.weight.t()
-            most = max(most, max_levels(w.detach(), 32))
-    return most
+def _grid(model: torch.nn.Module) -> dict:
+    """The grid the weights actually lie on (bits, group size, scheme; levels per group), whatever the file says."""
+    history = detect_history(model)
+    return {"found": history.dominant, "on_grid_linears": history.on_grid, "linears": history.linears,
+            "levels_per_group": history.levels_per_group}
