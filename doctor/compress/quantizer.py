@@ -23,7 +23,7 @@ def find_params(w: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tens
     wmax = torch.maximum(w.max(dim=1, keepdim=True).values, torch.zeros(1, dtype=w.dtype, device=w.device))
     if symmetric:
         wmax = torch.maximum(wmin.abs(), wmax)
-        wmin = -wmax
+        wmin = torch.where(wmin < 0, -wmax, wmin)  # upstream: a row with no negative weight keeps min 0
     same = (wmin == wmax).squeeze(1)
     wmin[same], wmax[same] = -1.0, 1.0  # an all-zero row still needs a valid scale
     scale = (wmax - wmin) / maxq

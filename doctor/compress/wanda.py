@@ -4,7 +4,9 @@ Sun, Liu, Bair, Kolter, 2024, "A Simple and Effective Pruning Approach for Large
 arXiv:2306.11695; reference: locuslab/wanda `lib/prune.py` (`prune_wanda`) and `lib/layerwrapper.py`
 (`WrappedGPT`). The score of weight (i, j) is its magnitude times the L2 norm of input feature j over the
 calibration tokens; the comparison group is the output row (each row loses the same fraction), or for N:M
-every group of m consecutive inputs of a row loses its n lowest scores.
+every group of m consecutive inputs of a row loses its n lowest scores (a ragged last group of r < m inputs
+loses min(n, r) as in the reference, unless `nm_tail: dense`). Per row exactly int(cols * sparsity) weights go,
+equal scores in column order (the reference's stable sort).
 
 As in the reference, every linear of a block is scored from the same (unpruned-block) inputs, and the next
 block is calibrated on the pruned block's outputs; `true_sequential: true` instead scores o_proj on the outputs
@@ -20,9 +22,9 @@ from torch import nn
 
 from doctor.compress.adapters import block_linears, sequential_groups
 from doctor.compress.collectors import InputNormCollector
+from doctor.compress.masks import nm_mask, realized_sparsity, row_mask
 from doctor.compress.sequential import GroupJob, in_features, run_sequential
 from doctor.modifications.base import Applied, ApplyContext
-from doctor.modifications.prune import nm_mask, realized_sparsity, row_mask
 from doctor.spec.modification import PruneSpec
 
 
@@ -34,7 +36,7 @@ def wanda_score(weight: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
 def wanda_mask(score: torch.Tensor, spec: PruneSpec) -> torch.Tensor:
     """True where pruned: per output row, or n of every m along the input dimension."""
     if spec.structure == "nm":
-        return nm_mask(score, spec.n, spec.m)
+        return nm_mask(score, spec.n, spec.m, spec.nm_tail)
     return row_mask(score, spec.target_sparsity)
 
 

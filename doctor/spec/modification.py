@@ -32,6 +32,16 @@ class QuantizeSpec(Spec):
     group_size: int | None = Field(None, ge=8, description="None: one scale per output channel")
     symmetric: bool = False
     act_order: bool = Field(False, description="GPTQ: quantize columns in order of decreasing Hessian diagonal")
+    true_sequential: bool = Field(
+        False,
+        description="GPTQ: calibrate q/k/v, o, gate/up, down in turn on already-quantized outputs (upstream "
+        "--true-sequential); default: every linear of a block from the same inputs, as upstream",
+    )
+    group_scales: Literal["reference", "updated"] = Field(
+        "reference",
+        description="GPTQ with groups: a group's scale and zero from the weights as upstream reads them (before "
+        "the current block's updates) or from the fully updated weights ('updated')",
+    )
     static_groups: bool = Field(
         False, description="GPTQ with groups: find every group's scale up front on contiguous columns (upstream "
         "--static-groups), so act_order keeps groups contiguous in storage order",
@@ -45,6 +55,10 @@ class QuantizeSpec(Spec):
     def _check_static_groups(self) -> QuantizeSpec:
         if self.static_groups and (self.method != "gptq" or self.group_size is None):
             raise ValueError("static_groups applies only to method 'gptq' with a group_size")
+        if self.true_sequential and self.method != "gptq":
+            raise ValueError("true_sequential applies only to method 'gptq'")
+        if self.group_scales != "reference" and (self.method != "gptq" or self.group_size is None or self.static_groups):
+            raise ValueError("group_scales applies only to method 'gptq' with a group_size and no static_groups")
         return self
 
 
@@ -63,6 +77,16 @@ class PruneSpec(Spec):
         False,
         description="wanda/sparsegpt: calibrate q/k/v, o, gate/up, down in turn on already-pruned outputs; "
         "default: every linear of a block from the same inputs, as both reference implementations",
+    )
+    nm_tail: Literal["prune", "dense"] = Field(
+        "prune",
+        description="N:M with inputs not a multiple of m: the last, shorter group loses min(n, its size) like "
+        "the reference implementations ('prune'), or stays dense as N:M hardware formats require ('dense')",
+    )
+    ties: Literal["reference", "exact"] = Field(
+        "reference",
+        description="magnitude/sparsegpt unstructured: prune every score <= the one at rank int(numel * "
+        "sparsity), one more than the fraction plus ties, as the references ('reference'), or exactly that many",
     )
     head_unit: Literal["kv_group", "query"] = Field(
         "kv_group",
@@ -88,6 +112,10 @@ class PruneSpec(Spec):
             raise ValueError("structured pruning ranks by 'magnitude' or 'wanda' importance, not 'sparsegpt'")
         if self.true_sequential and (self.method == "magnitude" or self.structure in ("heads", "channels")):
             raise ValueError("true_sequential applies only to wanda and sparsegpt unstructured or N:M pruning")
+        if self.nm_tail != "prune" and self.structure != "nm":
+            raise ValueError(f"nm_tail applies only to structure 'nm', not '{self.structure}'")
+        if self.ties != "reference" and (self.structure != "unstructured" or self.method == "wanda"):
+            raise ValueError("ties applies only to magnitude and sparsegpt unstructured pruning (wanda ranks rows)")
         if self.head_unit != "kv_group" and self.structure != "heads":
             raise ValueError(f"head_unit applies only to structure 'heads', not '{self.structure}'")
         return self
