@@ -27,6 +27,7 @@ def list_suites() -> None:
 @click.pass_context
 def show(ctx: click.Context, suite: str) -> None:
     """Show the checkups of a suite (a built-in name or a file)."""
+    from doctor.spec.modification import flatten
     from doctor.suites import load_suite
 
     with user_errors(ctx.obj["verbose"]):
@@ -36,6 +37,14 @@ def show(ctx: click.Context, suite: str) -> None:
         spec = c.modification.model_dump(exclude_defaults=True)
         expect = ", ".join(f"{k} {v.model_dump(exclude_none=True)}" for k, v in c.expect.items())
         click.echo(f"  {c.id:28} {spec}  metrics={c.metrics}  expect: {expect or '-'}")
+        for leaf in flatten(c.modification):
+            click.echo(f"  {'':28} {leaf.kind} defaults: {_defaults(leaf) or '-'}")
+
+
+def _defaults(spec) -> str:
+    """Every option the spec leaves at its default, with that default (so each deviation can be seen)."""
+    given = spec.model_fields_set
+    return ", ".join(f"{name}={value}" for name, value in spec.model_dump().items() if name not in given | {"kind"})
 
 
 @checkups.command()
