@@ -68,13 +68,22 @@ class QuantizeSpec(Spec):
     )
     damp: float = Field(0.01, gt=0, lt=1, description="GPTQ/SparseGPT: dampening as a fraction of mean diag(H)")
     block_size: int = Field(128, ge=1, description="GPTQ/SparseGPT: columns per lazy-update block")
-    grid: int = Field(20, ge=2, le=200, description="AWQ: points in the scale-exponent grid search")
+    grid: int = Field(20, ge=2, le=200, description="AWQ: scale exponents i / grid, i = 0..grid-1, are tried")
+    auto_clip: bool = Field(True, description="AWQ: search a clipping bound per row and group (llm-awq auto_clip)")
+    gqa_scales: Literal["skip", "tied"] = Field(
+        "skip",
+        description="AWQ with grouped-query attention: leave o_proj unscaled as llm-awq ('skip'), or scale it with "
+        "one scale per value channel shared by the query heads reading it ('tied')",
+    )
     calibration: CalibrationSpec | None = None
 
     @model_validator(mode="after")
     def _check_static_groups(self) -> QuantizeSpec:
         if self.static_groups and (self.method != "gptq" or self.group_size is None):
             raise ValueError("static_groups applies only to method 'gptq' with a group_size")
+        awq_options = {"auto_clip", "gqa_scales", "grid"} & self.model_fields_set
+        if awq_options and self.method != "awq":
+            raise ValueError(f"{', '.join(sorted(awq_options))} applies only to method 'awq'")
         if self.true_sequential and self.method != "gptq":
             raise ValueError("true_sequential applies only to method 'gptq'")
         if self.group_scales != "reference" and (self.method != "gptq" or self.group_size is None or self.static_groups):
