@@ -12,11 +12,18 @@ import time
 from doctor.compress.adapters import block_linears, decoder_layers, linear_weight, set_linear_weight
 from doctor.compress.masks import layer_mask, nm_mask, realized_sparsity
 from doctor.modifications.base import Applied, ApplyContext
+from doctor.modifications.coverage import account, prepare_targets, snapshot
 from doctor.results import LayerStat
 from doctor.spec.modification import PruneSpec
 
+# structured pruning removes units of these module types only
+STRUCTURE_TYPES = {"heads": {"attention"}, "channels": {"mlp", "experts", "shared_expert"}}
+
 
 def apply(spec: PruneSpec, ctx: ApplyContext) -> Applied:
+    model = ctx.patient.model
+    prepare_targets(model, ctx.undo, spec.targets)
+    before = snapshot(model)
     if spec.structure in ("heads", "channels"):
         from doctor.compress.structured import apply_structured
 
@@ -39,6 +46,7 @@ def apply(spec: PruneSpec, ctx: ApplyContext) -> Applied:
     elif spec.structure == "unstructured" and spec.method != "wanda":
         applied.realized["ties"] = spec.ties
     applied.realized["target_sparsity"] = spec.target_sparsity
+    account(applied, model, ctx.undo, before, f"prune {spec.method} {spec.structure}", STRUCTURE_TYPES.get(spec.structure))
     return applied
 
 

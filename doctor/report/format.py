@@ -17,6 +17,7 @@ _DECIMALS: dict[str, int] = {
     "topk_coverage": 4,
     "params_ratio": 4,
     "sparsity": 4,
+    "coverage": 4,
     "effective_bits": 3,
     "size_mb": 2,
     "latency_ms": 2,
@@ -49,6 +50,7 @@ METRIC_LABELS: dict[str, str] = {
     "params": "params",
     "params_ratio": "params ratio",
     "sparsity": "sparsity",
+    "coverage": "coverage",
     "latency_ms": "latency (ms)",
 }
 

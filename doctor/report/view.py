@@ -13,11 +13,11 @@ from doctor.results import CheckupResult, Examination, Finding, Measurement, Tex
 from doctor.spec.checkup import SEVERITIES
 
 # Columns of the checkup overview, in this order, when any checkup measured them.
-SUMMARY_KEYS = ("ppl_ratio", "kl_mean", "top1_agreement", "effective_bits", "sparsity", "params_ratio",
+SUMMARY_KEYS = ("ppl_ratio", "kl_mean", "top1_agreement", "effective_bits", "sparsity", "coverage", "params_ratio",
                 "size_mb", "latency_ms")
 # The order of metric rows in a checkup's detail table; other keys follow alphabetically.
 METRIC_ORDER = ("ppl", "ppl_ratio", "nll_delta", "kl_mean", "kl_median", "kl_p99", "top1_agreement",
-                "topk_coverage", "layer_error_max", "layer_error_mean", "effective_bits", "sparsity", "params",
+                "topk_coverage", "layer_error_max", "layer_error_mean", "effective_bits", "sparsity", "coverage", "params",
                 "params_ratio", "size_mb", "latency_ms")
 
 Pairs = list[tuple[str, str]]

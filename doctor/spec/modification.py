@@ -43,6 +43,17 @@ class CalibrationSpec(Spec):
         return self
 
 
+class TargetSpec(Spec):
+    """Narrows a weight modification to some module types and/or decoder layers (default: every target)."""
+
+    modules: list[Literal["attention", "mlp", "experts", "shared_expert", "ssm"]] | None = Field(
+        None, min_length=1, description="module types in scope; default: all"
+    )
+    layers: list[int] | None = Field(
+        None, min_length=1, description="decoder layer indices in scope (negative counts from the end); default: all"
+    )
+
+
 class QuantizeSpec(Spec):
     """Weight-only quantization of the linear layers in the decoder blocks."""
 
@@ -75,6 +86,7 @@ class QuantizeSpec(Spec):
         description="AWQ with grouped-query attention: leave o_proj unscaled as llm-awq ('skip'), or scale it with "
         "one scale per value channel shared by the query heads reading it ('tied')",
     )
+    targets: TargetSpec | None = None
     calibration: CalibrationSpec | None = None
 
     @model_validator(mode="after")
@@ -121,6 +133,7 @@ class PruneSpec(Spec):
         "kv_group",
         description="heads: remove whole KV groups (a KV head with its query heads) or query heads within groups",
     )
+    targets: TargetSpec | None = Field(None, description="unstructured and N:M only")
     calibration: CalibrationSpec | None = None
 
     @model_validator(mode="after")
@@ -145,6 +158,8 @@ class PruneSpec(Spec):
             raise ValueError(f"nm_tail applies only to structure 'nm', not '{self.structure}'")
         if self.ties != "reference" and (self.structure != "unstructured" or self.method == "wanda"):
             raise ValueError("ties applies only to magnitude and sparsegpt unstructured pruning (wanda ranks rows)")
+        if self.targets is not None and self.structure in ("heads", "channels"):
+            raise ValueError("targets applies only to unstructured and N:M pruning")
         if self.head_unit != "kv_group" and self.structure != "heads":
             raise ValueError(f"head_unit applies only to structure 'heads', not '{self.structure}'")
         return self
