@@ -15,7 +15,9 @@ int(numel * sparsity) of the block (`ties="exact"`: exactly that many); N:M grou
 (the block size is rounded to a multiple of m, as it already is for the reference's 128 and m = 4 or 8), and a
 ragged tail of fewer than m columns loses min(n, its size) (`nm_tail="dense"` keeps it). Like the reference, a
 block's linears are calibrated together unless `true_sequential` is set. The inverse-Hessian factor is the one
-GPTQ uses (`hessian.inverse_hessian_factor`, with dampening retries where the reference stops).
+GPTQ uses (`hessian.inverse_hessian_factor`, with dampening retries where the reference stops). On stories260k
+with the reference's calibration windows, 30/50/70%, 2:4 and 4:8 match its perplexity to 4e-7 relative
+(docs/methods.md).
 """
 
 from __future__ import annotations
