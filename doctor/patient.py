@@ -165,6 +165,8 @@ def is_demo_model(model: torch.nn.Module) -> bool:
     Decided by content, not by the folder it came from, so a copy elsewhere evaluates on the demo's own texts
     under `corpus: auto`. The config comparison makes the weight comparison run only for the tiny demo shape.
     """
+    import torch
+
     config, weights = _demo_weights()
     if any(getattr(model.config, key, None) != value for key, value in config.items()):
         return False
