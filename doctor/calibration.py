@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from doctor.architectures.vocab import check_token_ids
 from doctor.modifications.base import Calibration
-from doctor.spec.modification import LITERATURE_MAX_SEQ_LEN, LITERATURE_SAMPLES, CalibrationSpec
+from doctor.spec.base import LITERATURE_MAX_SEQ_LEN, LITERATURE_SAMPLES, CalibrationSpec
 from doctor.texts import calibration_windows, resolve_corpus, text_info, tokenize
 
 
