@@ -12,17 +12,17 @@ from pathlib import Path
 import torch
 
 from doctor.architectures.vocab import check_token_ids
-from doctor.calibration import CalibrationProvider
-from doctor.checkup_run import DEFAULT_TASKS, Session, now_iso, one_line, run_checkup, window_progress
-from doctor.environment import describe
-from doctor.evaluation import baseline_pass
-from doctor.journal import Journal
+from doctor.data.calibration import CalibrationProvider
+from doctor.data.texts import eval_windows, resolve_corpus, text_info, tokenize
+from doctor.examination.checkup import DEFAULT_TASKS, Session, now_iso, one_line, run_checkup, window_progress
+from doctor.examination.environment import describe
+from doctor.examination.journal import Journal
+from doctor.examination.verdict import threshold_findings, verdict
+from doctor.metrics.evaluation import baseline_pass
 from doctor.metrics.language import perplexity
 from doctor.patient import Patient
 from doctor.results import Baseline, Examination, Finding
 from doctor.spec.checkup import Suite, severity_rank
-from doctor.texts import eval_windows, resolve_corpus, text_info, tokenize
-from doctor.verdict import threshold_findings, verdict
 
 log = logging.getLogger(__name__)
 
