@@ -21,14 +21,14 @@ from pathlib import Path
 import torch
 
 from doctor.backends.torch_backend import TorchBackend
-from doctor.evaluation import baseline_pass, compare_pass
+from doctor.data.texts import eval_windows, resolve_corpus, tokenize
+from doctor.examination.runner import Options, examine
+from doctor.metrics.evaluation import baseline_pass, compare_pass
 from doctor.modifications import apply_modification
 from doctor.modifications.base import ApplyContext, UndoLog
 from doctor.patient import Patient, extract_facts, load_patient
-from doctor.runner import Options, examine
 from doctor.spec.checkup import Suite
 from doctor.spec.modification import QuantizeSpec
-from doctor.texts import eval_windows, resolve_corpus, tokenize
 
 K = 3
 

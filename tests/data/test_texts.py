@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from doctor.texts import CORPORA, calibration_windows, eval_windows, resolve_corpus, tokenize
+from doctor.data.texts import CORPORA, calibration_windows, eval_windows, resolve_corpus, tokenize
 
 
 @pytest.mark.parametrize("name", sorted(CORPORA))
@@ -39,8 +39,8 @@ def test_reference_sampler_draws_as_the_gptq_loaders():
 
 def test_literature_preset_is_128_windows_of_the_context(demo_patient):
     import pytest
+    from doctor.data.calibration import CalibrationProvider
 
-    from doctor.calibration import CalibrationProvider
     from doctor.spec.modification import CalibrationSpec
 
     spec = CalibrationSpec(corpus="tinystories-calib", preset="literature", seed=1)

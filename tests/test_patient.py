@@ -27,9 +27,9 @@ def test_demo_identity_is_decided_by_weights_not_by_folder(tmp_path, tiny_llama)
     import shutil
 
     import torch
+    from doctor.data.texts import resolve_corpus
 
     from doctor.patient import is_demo_model
-    from doctor.texts import resolve_corpus
 
     copy = tmp_path / "somewhere-else"
     shutil.copytree(DEMO_MODEL, copy)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from doctor.architectures.vocab import check_token_ids
+from doctor.data.texts import calibration_windows, resolve_corpus, text_info, tokenize
 from doctor.modifications.base import Calibration
 from doctor.spec.base import LITERATURE_MAX_SEQ_LEN, LITERATURE_SAMPLES, CalibrationSpec
-from doctor.texts import calibration_windows, resolve_corpus, text_info, tokenize
 
 
 class CalibrationProvider:
