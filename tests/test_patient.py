@@ -27,8 +27,8 @@ def test_demo_identity_is_decided_by_weights_not_by_folder(tmp_path, tiny_llama)
     import shutil
 
     import torch
-    from doctor.data.texts import resolve_corpus
 
+    from doctor.data.texts import resolve_corpus
     from doctor.patient import is_demo_model
 
     copy = tmp_path / "somewhere-else"

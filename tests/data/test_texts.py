@@ -39,8 +39,8 @@ def test_reference_sampler_draws_as_the_gptq_loaders():
 
 def test_literature_preset_is_128_windows_of_the_context(demo_patient):
     import pytest
-    from doctor.data.calibration import CalibrationProvider
 
+    from doctor.data.calibration import CalibrationProvider
     from doctor.spec.modification import CalibrationSpec
 
     spec = CalibrationSpec(corpus="tinystories-calib", preset="literature", seed=1)
