@@ -14,14 +14,14 @@ import torch
 from doctor.calibration import CalibrationProvider
 from doctor.checkup_run import DEFAULT_TASKS, Session, now_iso, one_line, run_checkup, window_progress
 from doctor.environment import describe
-from doctor.evaluation import baseline_pass
+from doctor.evaluation import baseline_pass, kl_plan
 from doctor.journal import Journal
 from doctor.metrics.language import perplexity
 from doctor.patient import Patient
 from doctor.results import Baseline, Examination, Finding
 from doctor.spec.checkup import SEVERITIES, Suite
 from doctor.texts import eval_windows, resolve_corpus, text_info, tokenize
-from doctor.verdict import threshold_findings, verdict
+from doctor.verdict import kl_coverage_findings, threshold_findings, verdict
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,8 @@ def prepare(patient: Patient, suite: Suite, options: Options, progress) -> tuple
     progress(f"baseline: {info.windows} windows of {seq_len} tokens from {info.corpus}")
     backend = make_backend()
     base_pass, cache = baseline_pass(
-        backend, windows, patient.facts.vocab, batch_size=spec.batch_size, top_k=spec.kl_top_k,
+        backend, windows, patient.facts.vocab, batch_size=spec.batch_size, spill_dir=options.out_dir,
+        plan=kl_plan(patient.facts.vocab, spec.kl_mode, spec.kl_target_mass, spec.kl_bytes_per_token, spec.kl_top_k),
         progress=window_progress(progress, "baseline:", info.windows),
     )
     metrics = perplexity(base_pass, spec.bootstrap, spec.seed)
@@ -105,7 +106,7 @@ def prepare(patient: Patient, suite: Suite, options: Options, progress) -> tuple
         metrics=metrics, text=info, layers=session.probe.baseline_stats() if session.probe else [],
         duration_s=round(time.perf_counter() - start, 3),
     )
-    baseline.health["kl_mode"] = cache.mode
+    baseline.health.update(cache.describe(patient.facts.vocab))
     baseline.health["backend"] = f"{backend.name}/{backend.provider}"
     return session, baseline
 
@@ -159,7 +160,7 @@ def annotate(exam: Examination, options: Options) -> None:
         except Exception as exc:
             log.warning("predictor unavailable: %s", one_line(exc))
             exam.predictor = {"error": one_line(exc)}
-    findings: list[Finding] = threshold_findings(exam)
+    findings: list[Finding] = threshold_findings(exam) + kl_coverage_findings(exam)
     from doctor.diagnose import diagnose
 
     rule_findings, exam.rule_files = diagnose(exam, options.rule_dirs, rules=options.rules)

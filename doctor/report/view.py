@@ -16,8 +16,9 @@ from doctor.spec.checkup import SEVERITIES
 SUMMARY_KEYS = ("ppl_ratio", "kl_mean", "top1_agreement", "effective_bits", "sparsity", "params_ratio",
                 "size_mb", "latency_ms")
 # The order of metric rows in a checkup's detail table; other keys follow alphabetically.
-METRIC_ORDER = ("ppl", "ppl_ratio", "nll_delta", "kl_mean", "kl_median", "kl_p99", "top1_agreement",
-                "topk_coverage", "layer_error_max", "layer_error_mean", "effective_bits", "sparsity", "params",
+METRIC_ORDER = ("ppl", "ppl_ratio", "nll_delta", "kl_mean", "kl_max", "kl_p999", "kl_p99", "kl_p95", "kl_p90",
+                "kl_median", "top1_agreement", "delta_p_mean", "delta_p_rms", "delta_p_p01", "delta_p_p99",
+                "kl_coverage", "kl_coverage_min", "layer_error_max", "layer_error_mean", "effective_bits", "sparsity", "params",
                 "params_ratio", "size_mb", "latency_ms")
 
 Pairs = list[tuple[str, str]]
