@@ -152,9 +152,12 @@ def measure(session: Session, checkup: Checkup, backend, ctx: ApplyContext, resu
     if "size" in groups:
         metrics.update(size_metrics(session, backend, result.realized))
     if "latency" in groups:
-        from doctor.metrics.deployment import measure_latency
+        from doctor.metrics.deployment import against_torch, measure_latency
 
         metrics["latency_ms"] = measure_latency(backend, session.windows[:1], repeats=5)
+        if backend.name != "torch":
+            metrics.update(against_torch(backend, session.patient.model, session.windows[: spec.batch_size],
+                                         metrics["latency_ms"]))
     return metrics
 
 

@@ -25,6 +25,11 @@ _DECIMALS: dict[str, int] = {
     "effective_bits": 3,
     "size_mb": 2,
     "latency_ms": 2,
+    "latency_torch_ms": 2,
+    "latency_ratio": 3,
+    "throughput_tok_s": 1,
+    "throughput_torch_tok_s": 1,
+    "throughput_ratio": 3,
     "attention_entropy_shift": 4,
     "repetition_rate": 4,
     "distinct_1": 4,
@@ -64,6 +69,11 @@ METRIC_LABELS: dict[str, str] = {
     "params_ratio": "params ratio",
     "sparsity": "sparsity",
     "latency_ms": "latency (ms)",
+    "latency_torch_ms": "torch latency (ms)",
+    "latency_ratio": "latency / torch",
+    "throughput_tok_s": "throughput (tokens/s)",
+    "throughput_torch_tok_s": "torch throughput (tokens/s)",
+    "throughput_ratio": "throughput / torch",
 }
 
 

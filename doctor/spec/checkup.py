@@ -22,7 +22,8 @@ METRIC_GROUPS: dict[str, tuple[str, ...]] = {
     "tasks": (),  # keys are per task: acc:<task>, acc_norm:<task>, acc_drop:<task>
     "generation": ("repetition_rate", "distinct_1", "distinct_2", "mean_length", "generated_ppl"),
     "size": ("size_mb", "params", "params_ratio", "effective_bits", "sparsity"),
-    "latency": ("latency_ms",),
+    "latency": ("latency_ms", "latency_torch_ms", "latency_ratio", "throughput_tok_s", "throughput_torch_tok_s",
+                "throughput_ratio"),
 }
 METRIC_KEYS: frozenset[str] = frozenset(k for keys in METRIC_GROUPS.values() for k in keys)
 _TASK_KEY = re.compile(r"^(acc|acc_norm|acc_drop|exact_match):[A-Za-z0-9_.-]+$")
