@@ -140,7 +140,8 @@ def measure(session: Session, checkup: Checkup, backend, ctx: ApplyContext, resu
         measured = against_baseline(session.base_pass, current, spec.bootstrap, spec.seed)
         metrics.update({k: v for k, v in measured.items() if k in wanted})
     if groups & {"layer_error", "attention"} and session.probe is not None:
-        result.layers = merge_layers(result.layers, session.probe.compare(session.patient.model))
+        measured = session.probe.compare(session.patient.model, ctx.undo.originals())
+        result.layers = merge_layers(result.layers, measured)
         metrics.update(layer_summary(result.layers))
     if "tasks" in groups:
         from doctor.tasks import measure_tasks
