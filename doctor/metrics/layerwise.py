@@ -315,7 +315,9 @@ def _module_error_hooks(block: nn.Module, originals: dict[int, torch.Tensor], su
         if type(linear).__name__ == "Conv1D":  # GPT-2 stores the transpose
             original = original.t()
 
-        def hook(module, args, output, original=original, column=module_column(name)):
+        column = module_column(name)
+
+        def hook(module, args, output, original=original, column=column):
             reference = torch.nn.functional.linear(args[0], original.to(args[0].device), module.bias)
             acc = sums.setdefault(column, [0.0, 0.0])
             acc[0] += float((output.float() - reference.float()).pow(2).sum())
