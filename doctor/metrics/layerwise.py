@@ -198,6 +198,9 @@ class LayerProbe:
             ratios = {name: outlier_ratio(peaks) for name, peaks in run.channel_max.items()}
             if ratios:
                 extra["outlier_ratio"] = max(ratios.values())
+                for name, ratio in ratios.items():  # per module input, pooled over experts
+                    key = f"outlier_ratio.{module_column(name)}"
+                    extra[key] = max(ratio, extra.get(key, 0.0))
                 extra["outlier_max"] = max(float(p.max()) for p in run.channel_max.values())
             if run.entropy() is not None:
                 extra["attention_entropy"] = run.entropy()
@@ -279,6 +282,7 @@ class LayerProbe:
             base_entropy = self.running[base].entropy()
             if entropy is not None and base_entropy is not None:
                 extra["attention_entropy_shift"] = entropy - base_entropy
+                extra["attention_entropy_change"] = abs(entropy - base_entropy)
             error = relative_error(outputs[j], self.outputs[base])
             stats.append(LayerStat(layer=base, name=f"layers.{base}", rel_error=error, extra=extra))
         self._removed_before(len(self.layers), seen, stats)
