@@ -205,6 +205,8 @@ def size_metrics(session: Session, backend, realized: dict) -> dict[str, Measure
         out["effective_bits"] = Measurement(value=float(realized["effective_bits"]))
     if realized.get("sparsity") is not None:
         out["sparsity"] = Measurement(value=float(realized["sparsity"]))
+    if realized.get("coverage") is not None:  # target weights touched over target weights (see coverage.py)
+        out["coverage"] = Measurement(value=float(realized["coverage"]), n=int(realized.get("target_weights", 0)))
     return out
 
 

@@ -37,6 +37,7 @@ class Options:
     suite_path: str | None = None
     suite_sha256: str | None = None
     use_predictor: bool = True
+    predictor_dir: Path | None = None  # a fitted predictors folder (default: the shipped one)
     rules: list | None = None  # rules loaded (and validated) before the model, to avoid reading them twice
 
 
@@ -164,7 +165,7 @@ def annotate(exam: Examination, options: Options) -> None:
         try:
             from doctor.predict import annotate as predict
 
-            predict(exam)
+            predict(exam, options.predictor_dir)
         except Exception as exc:
             log.warning("predictor unavailable: %s", one_line(exc))
             exam.predictor = {"error": one_line(exc)}

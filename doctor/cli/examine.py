@@ -50,12 +50,14 @@ def _preflight_rules(rule_dirs: list[Path]) -> list:
               help="Exit 1 when a finding has at least this severity.")
 @click.option("--max-windows", type=int, default=None, help="Override the suite's number of evaluation windows.")
 @click.option("--no-predictor", is_flag=True, help="Skip the fitted expectation.")
+@click.option("--predictor", "predictor_dir", type=click.Path(path_type=Path), default=None,
+              help="A predictors folder (from `doctor predictor fit`) instead of the shipped one.")
 @click.option("--allow-pickle", is_flag=True, help="Allow pickle checkpoints (they can run code when loaded).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub.")
 @click.pass_context
 def examine(ctx: click.Context, model: str | None, suite: str, rule_dirs: tuple[Path, ...], backend: str, device: str,
             dtype: str, out: Path | None, resume: bool, fail_on: str, max_windows: int | None, no_predictor: bool,
-            allow_pickle: bool, trust_remote_code: bool) -> None:
+            predictor_dir: Path | None, allow_pickle: bool, trust_remote_code: bool) -> None:
     """Examine MODEL (a Hugging Face folder or hub id; the bundled demo model when omitted)."""
     from doctor.cli.progress import Progress
     from doctor.patient import load_patient
@@ -74,6 +76,8 @@ def examine(ctx: click.Context, model: str | None, suite: str, rule_dirs: tuple[
         if max_windows is not None:
             loaded = loaded.model_copy(update={"eval": loaded.eval.model_copy(update={"max_windows": max_windows})})
         rules = _preflight_rules(list(rule_dirs))
+        if predictor_dir is not None and not no_predictor:
+            _preflight_predictor(predictor_dir)
         device = _device(device)
         _quiet_transformers()
         patient = load_patient(model, device=device, dtype=dtype, allow_pickle=allow_pickle,
@@ -81,7 +85,7 @@ def examine(ctx: click.Context, model: str | None, suite: str, rule_dirs: tuple[
         out = out or _default_out(patient.facts.id)
         options = Options(out_dir=out, backend=backend, device=device, resume=resume, fail_on=fail_on,
                           rule_dirs=list(rule_dirs), suite_path=_suite_label(path), suite_sha256=sha,
-                          use_predictor=not no_predictor, rules=rules)
+                          use_predictor=not no_predictor, predictor_dir=predictor_dir, rules=rules)
         out.mkdir(parents=True, exist_ok=True)
         try:
             with Progress(len(loaded.checkups)) as progress:
@@ -96,6 +100,15 @@ def examine(ctx: click.Context, model: str | None, suite: str, rule_dirs: tuple[
         paths = write_reports(exam, out)
     _summary(exam, paths)
     sys.exit(exam.exit_code)
+
+
+def _preflight_predictor(folder: Path) -> None:
+    """A predictors folder that cannot be read is bad input: say so before any model is loaded."""
+    from doctor.predict.accuracy import load_accuracy
+    from doctor.predict.predict import Predictor
+
+    Predictor.load(folder)
+    load_accuracy(folder)
 
 
 def _suite_label(path: Path) -> str:

@@ -1,8 +1,9 @@
-"""Where the decoder blocks and their linear layers are, for the architectures we know.
+"""Where the decoder blocks and their target linear layers are.
 
-Llama-like models (Llama, Mistral, Qwen2, Gemma, ...) keep blocks in `model.model.layers`; GPT-2 in
-`model.transformer.h` with `Conv1D` layers. The generic fallback finds the ModuleList of length
-`num_hidden_layers`.
+Llama-like models keep blocks in `model.model.layers`, GPT-2 and Falcon in `model.transformer.h`, OPT in
+`model.model.decoder.layers`, GPT-NeoX in `model.gpt_neox.layers`; the generic fallback finds the ModuleList
+of length `num_hidden_layers` (Mamba's `backbone.layers`). Which linears of a block are targets, and in which
+true-sequential order, is the block's architecture adapter's answer (`doctor.architectures`).
 """
 
 from __future__ import annotations
@@ -10,19 +11,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-# true-sequential order within a Llama block (GPTQ's --true-sequential): inputs of a later group depend on
-# the already-modified outputs of an earlier one.
-LLAMA_GROUPS: tuple[tuple[str, ...], ...] = (
-    ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
-    ("self_attn.o_proj",),
-    ("mlp.gate_proj", "mlp.up_proj"),
-    ("mlp.down_proj",),
-)
+from doctor.architectures import architecture_of
+from doctor.architectures.base import is_linear, linear_weight
+
+__all__ = ["block_linears", "decoder_layers", "is_linear", "layer_container", "linear_weight", "sequential_groups",
+           "set_linear_weight"]
 
 
 def layer_container(model: nn.Module) -> tuple[nn.Module, str]:
     """The module holding the decoder-block ModuleList, and that list's attribute name."""
-    for owner_path, attr in (("model", "layers"), ("transformer", "h"), ("model.decoder", "layers"), ("gpt_neox", "layers")):
+    for owner_path, attr in (("model", "layers"), ("transformer", "h"), ("model.decoder", "layers"), ("gpt_neox", "layers"),
+                            ("backbone", "layers")):
         owner = model
         for part in owner_path.split("."):
             owner = getattr(owner, part, None)
@@ -43,15 +42,6 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     return getattr(owner, attr)
 
 
-def is_linear(module: nn.Module) -> bool:
-    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
-
-
-def linear_weight(module: nn.Module) -> torch.Tensor:
-    """The weight as (out_features, in_features); GPT-2's Conv1D stores the transpose."""
-    return module.weight.t() if type(module).__name__ == "Conv1D" else module.weight
-
-
 def set_linear_weight(module: nn.Module, weight: torch.Tensor) -> None:
     """Write an (out, in) weight back in place, in the module's own layout and dtype."""
     target = module.weight
@@ -60,15 +50,14 @@ def set_linear_weight(module: nn.Module, weight: torch.Tensor) -> None:
 
 
 def block_linears(layer: nn.Module) -> dict[str, nn.Module]:
-    """The linear layers of one block, by name relative to the block, in definition order."""
-    return {name: m for name, m in layer.named_modules() if name and is_linear(m)}
+    """The linear layers a weight modification targets in one block (its architecture adapter decides)."""
+    return architecture_of(layer).linears(layer)
 
 
 def sequential_groups(layer: nn.Module) -> list[list[str]]:
-    """Groups of a block's linear layers in true-sequential order (one group per layer if unknown)."""
+    """Groups of a block's target linears in true-sequential order (one group per linear if unknown)."""
     linears = block_linears(layer)
-    if all(name in linears for group in LLAMA_GROUPS for name in group):
-        groups = [list(g) for g in LLAMA_GROUPS]
-        rest = [n for n in linears if not any(n in g for g in groups)]
-        return groups + [[n] for n in rest]
-    return [[name] for name in linears]
+    groups = [[n for n in group if n in linears] for group in architecture_of(layer).groups(layer)]
+    groups = [g for g in groups if g]
+    rest = [n for n in linears if not any(n in g for g in groups)]
+    return groups + [[n] for n in rest]

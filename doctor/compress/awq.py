@@ -24,38 +24,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from doctor.architectures import architecture_of
+from doctor.architectures.base import Unsupported
 from doctor.compress.adapters import decoder_layers, linear_weight, sequential_groups, set_linear_weight
 from doctor.compress.capture import LayerInputs, layer_output, run_until_stopped, stop_forward
 from doctor.compress.collectors import ActivationMagnitudeCollector
 from doctor.compress.hooks import forward_hooks
 from doctor.compress.quantizer import quantize_rtn
 from doctor.compress.sequential import GroupJob, calibration_summary, in_features, run_sequential
-from doctor.errors import ModificationError
 from doctor.modifications.base import Applied, ApplyContext, UndoLog
 from doctor.spec.modification import QuantizeSpec
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ScaleGroup:
-    """Linears sharing an input, the module producing that input, and the module whose output is compared."""
-
-    prev: str
-    inspect: str
-
-
-# by the tuple of linear names of a true-sequential group
-SCALE_GROUPS: dict[tuple[str, ...], ScaleGroup] = {
-    ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"): ScaleGroup("input_layernorm", "self_attn"),
-    ("self_attn.o_proj",): ScaleGroup("self_attn.v_proj", "self_attn.o_proj"),
-    ("mlp.gate_proj", "mlp.up_proj"): ScaleGroup("post_attention_layernorm", "mlp"),
-    ("mlp.down_proj",): ScaleGroup("mlp.up_proj", "mlp.down_proj"),
-    # GPT-2: the value rows are the last third of c_attn; mlp.c_proj follows a GELU and is not scaled
-    ("attn.c_attn",): ScaleGroup("ln_1", "attn"),
-    ("attn.c_proj",): ScaleGroup("attn.c_attn", "attn.c_proj"),
-    ("mlp.c_fc",): ScaleGroup("ln_2", "mlp"),
-}
 
 
 @dataclass
@@ -196,13 +176,13 @@ class AwqSolver:
         self.scaled_groups = 0
 
     def __call__(self, job: GroupJob) -> dict[str, torch.Tensor]:
-        group = SCALE_GROUPS.get(tuple(job.names))
+        group = architecture_of(job.layer).scale_groups(job.layer).get(tuple(job.names))
         if group is None or not job.stats:
             return {}
         prev, inspect = job.layer.get_submodule(group.prev), job.layer.get_submodule(group.inspect)
         linears = {n: job.modules[n] for n in job.stats}
         stat = next(iter(job.stats.values())).mean_abs
-        shared = self._producer_channels(prev, stat.numel())
+        shared = self._producer_channels(prev, stat.numel(), group.shared)
         if shared is None:
             log.info("AWQ: %s outputs cannot be matched to %s inputs; not scaled", group.prev, job.names)
             return {}
@@ -217,13 +197,16 @@ class AwqSolver:
         self.scaled_groups += 1
         return {}
 
-    def _producer_channels(self, prev: nn.Module, inputs: int) -> int | None:
-        """How many producer outputs feed the `inputs` channels (fewer with grouped-query attention)."""
+    def _producer_channels(self, prev: nn.Module, inputs: int, shared: int | None) -> int | None:
+        """How many producer outputs feed the `inputs` channels (fewer with grouped-query attention).
+
+        `shared`: the adapter's count of the producer's last rows feeding the group (a fused producer).
+        """
         if prev.weight.dim() == 1:  # a norm
             unsupported = "Gemma" in type(prev).__name__  # (1 + weight) * x_hat: dividing weight is not exact
             return inputs if prev.weight.numel() == inputs and not unsupported else None
-        rows = linear_weight(prev).shape[0]
-        if rows in (inputs, 3 * inputs):  # the producer itself, or a fused qkv whose value rows come last
+        rows = linear_weight(prev).shape[0] if shared is None else shared
+        if rows == inputs:  # the producer's (last) rows feed the inputs one to one
             return inputs
         fits = rows < inputs and inputs % rows == 0 and rows % self.head_dim == 0
         return rows if fits else None
@@ -234,8 +217,9 @@ def apply_awq(spec: QuantizeSpec, ctx: ApplyContext, *, round_weights: bool = Tr
     calibration = ctx.calibration(spec.calibration)
     model = ctx.patient.model
     first = decoder_layers(model)[0]
-    if not any(tuple(group) in SCALE_GROUPS for group in sequential_groups(first)):
-        raise ModificationError(f"AWQ does not know which modules feed the linears of {type(first).__name__}")
+    arch = architecture_of(first)
+    if not any(tuple(group) in arch.scale_groups(first) for group in sequential_groups(first)):
+        raise Unsupported(f"AWQ: which modules feed the linears of {type(first).__name__} ({arch.name}) is not known")
     solver = AwqSolver(spec, _head_dim(model.config))
 
     def make_collector(_name: str, module: nn.Module) -> ActivationMagnitudeCollector:
@@ -263,6 +247,6 @@ def _head_dim(config: Any) -> int:
     head_dim = getattr(config, "head_dim", None)
     if head_dim:
         return int(head_dim)
-    hidden = getattr(config, "hidden_size", None) or config.n_embd
-    heads = getattr(config, "num_attention_heads", None) or config.n_head
-    return hidden // heads
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", None)
+    heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_head", None)
+    return hidden // heads if hidden and heads else 1  # no heads (Mamba): no value channels to tie

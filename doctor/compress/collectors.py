@@ -8,6 +8,11 @@
 - `ActivationMagnitudeCollector`: per input feature, mean |x| over tokens, AWQ's activation scale
   (Lin et al., 2023, mit-han-lab/llm-awq `get_act_scale`).
 - `InputCollector`: the raw inputs themselves, for solvers that need them (memory: tokens x features).
+
+A linear that sees fewer than `MIN_TOKENS` calibration tokens (an expert the router rarely picks) cannot have
+meaningful statistics; `uniform()` replaces them by those of white unit-variance inputs, with which GPTQ is
+round-to-nearest, Wanda and SparseGPT rank by magnitude and AWQ does not scale. The fallback is counted and
+reported.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from __future__ import annotations
 import math
 
 import torch
+
+MIN_TOKENS = 16  # fewer calibration tokens than this: statistics fall back to `uniform()`
 
 
 class Collector:
@@ -31,6 +38,10 @@ class Collector:
         return x.detach().reshape(-1, self.features).to(self.device, torch.float32)
 
     def add(self, x: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def uniform(self) -> None:
+        """Replace the statistics by those of white unit-variance inputs (the few-token fallback)."""
         raise NotImplementedError
 
     def _mix(self, n: int) -> float:
@@ -53,6 +64,10 @@ class HessianCollector(Collector):
         rows = rows * math.sqrt(2.0 / self.tokens)
         self.H.addmm_(rows.t(), rows)
 
+    def uniform(self) -> None:
+        self.tokens = max(self.tokens, 1)
+        self.H = 2 * torch.eye(self.features, dtype=torch.float32, device=self.device)
+
 
 class InputNormCollector(Collector):
     def __init__(self, features: int, device: torch.device | str = "cpu") -> None:
@@ -65,6 +80,10 @@ class InputNormCollector(Collector):
             return
         keep = self._mix(rows.shape[0])
         self.mean_sq.mul_(keep).add_(rows.pow(2).sum(0) / self.tokens)
+
+    def uniform(self) -> None:
+        self.tokens = max(self.tokens, 1)
+        self.mean_sq = torch.ones(self.features, dtype=torch.float32, device=self.device)
 
     @property
     def norm(self) -> torch.Tensor:
@@ -83,6 +102,10 @@ class ActivationMagnitudeCollector(Collector):
             return
         keep = self._mix(rows.shape[0])
         self.mean_abs.mul_(keep).add_(rows.abs().sum(0) / self.tokens)
+
+    def uniform(self) -> None:
+        self.tokens = max(self.tokens, 1)
+        self.mean_abs = torch.ones(self.features, dtype=torch.float32, device=self.device)
 
 
 class InputCollector(Collector):

@@ -27,7 +27,7 @@ from torch import nn
 
 from doctor.compress.adapters import block_linears, decoder_layers, linear_weight, sequential_groups, set_linear_weight
 from doctor.compress.capture import LayerInputs, capture_layer_inputs, run_until_stopped, stop_forward
-from doctor.compress.collectors import Collector, HessianCollector
+from doctor.compress.collectors import MIN_TOKENS, Collector, HessianCollector
 from doctor.compress.hooks import forward_hooks
 from doctor.modifications.base import UndoLog
 from doctor.results import LayerStat
@@ -98,10 +98,17 @@ def collect(
             run_until_stopped(inputs.call, layer, i)
             first_batch = False
     stats.update({name: stats[source] for name, source in shares.items()})
-    missing = [name for name, c in stats.items() if c.tokens == 0]
-    if missing:
-        log.warning("layer inputs never reached %s; they keep their weights", ", ".join(missing))
-    return {name: c for name, c in stats.items() if c.tokens}
+    return stats
+
+
+def starved(stats: dict[str, Collector]) -> list[str]:
+    """Linears that saw fewer than MIN_TOKENS calibration tokens; their statistics become uniform (stated)."""
+    few = [name for name, c in stats.items() if c.tokens < MIN_TOKENS]
+    for c in {id(stats[n]): stats[n] for n in few}.values():
+        c.uniform()
+    if few:
+        log.info("fewer than %d calibration tokens reached %s; uniform statistics used", MIN_TOKENS, ", ".join(few))
+    return few
 
 
 class ErrorMeter:
@@ -201,6 +208,8 @@ def run_sequential(
         for names in groups(layer):
             modules = {n: linears[n] for n in names}
             stats = collect(layer, inputs, modules, make_collector)
+            if few := starved(stats):
+                state.extra["uniform_fallback_linears"] = state.extra.get("uniform_fallback_linears", 0) + len(few)
             job = GroupJob(index, layer, list(names), modules, stats, inputs, undo, state.extra)
             state.write(modules, solve_group(job), stats)
         if finish_layer is not None:

@@ -16,14 +16,14 @@ log, and so are config and attention attributes, so restore is exact.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from doctor.architectures import Attention, Mlp, Unsupported, architecture_of
 from doctor.compress.adapters import decoder_layers, linear_weight
 from doctor.compress.capture import capture_layer_inputs
-from doctor.compress.collectors import InputNormCollector
+from doctor.compress.collectors import MIN_TOKENS, InputNormCollector
 from doctor.compress.hooks import forward_hooks
 from doctor.errors import ModificationError
 from doctor.modifications.base import Applied, ApplyContext, UndoLog
@@ -34,44 +34,18 @@ from doctor.spec.modification import PruneSpec
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Attn:
-    """Where a block's attention projections are. `qkv` is GPT-2's fused projection (q, k, v stacked)."""
-
-    module: nn.Module
-    inputs: dict[str, str]  # attribute -> role: 'q', 'k', 'v' or 'qkv'
-    out: str
-    head_dim: int
-    heads: int
-    kv_heads: int
+def attention_of(block: nn.Module) -> Attention:
+    """Where the block's attention projections are and which head each row serves (its adapter's answer)."""
+    return architecture_of(block).attention(block)
 
 
-@dataclass
-class Mlp:
-    module: nn.Module
-    inputs: list[str]
-    out: str
-
-
-def attention_of(block: nn.Module) -> Attn:
-    attn = getattr(block, "self_attn", None)
-    if attn is not None and all(hasattr(attn, n) for n in ("q_proj", "k_proj", "v_proj", "o_proj")):
-        hd = attn.head_dim
-        heads, kv = linear_weight(attn.q_proj).shape[0] // hd, linear_weight(attn.k_proj).shape[0] // hd
-        return Attn(attn, {"q_proj": "q", "k_proj": "k", "v_proj": "v"}, "o_proj", hd, heads, kv)
-    attn = getattr(block, "attn", None)
-    if attn is not None and hasattr(attn, "c_attn") and hasattr(attn, "c_proj"):
-        return Attn(attn, {"c_attn": "qkv"}, "c_proj", attn.head_dim, attn.num_heads, attn.num_heads)
-    raise ModificationError(f"structured pruning: unsupported attention layout in {type(block).__name__}")
+def mlps_of(block: nn.Module) -> list[Mlp]:
+    """The block's feed-forward units (one, or every expert of a mixture)."""
+    return architecture_of(block).mlps(block)
 
 
 def mlp_of(block: nn.Module) -> Mlp:
-    mlp = getattr(block, "mlp", None)
-    if mlp is not None and hasattr(mlp, "up_proj") and hasattr(mlp, "down_proj"):
-        return Mlp(mlp, [n for n in ("gate_proj", "up_proj") if hasattr(mlp, n)], "down_proj")
-    if mlp is not None and hasattr(mlp, "c_fc") and hasattr(mlp, "c_proj"):
-        return Mlp(mlp, ["c_fc"], "c_proj")
-    raise ModificationError(f"structured pruning: unsupported MLP layout in {type(block).__name__}")
+    return mlps_of(block)[0]
 
 
 def head_rows(heads: list[int], head_dim: int) -> torch.Tensor:
@@ -100,15 +74,23 @@ def shrink_linear(module: nn.Module, dim: str, keep: torch.Tensor) -> nn.Module:
     return new.train(module.training)
 
 
-def input_norms(model: nn.Module, modules: list[nn.Module], windows: torch.Tensor) -> list[torch.Tensor]:
-    """Wanda's ||X_j||_2 over calibration tokens for each input feature of `modules[i]` (one per layer i)."""
+def input_norms(model: nn.Module, modules: list[list[nn.Module]], windows: torch.Tensor) -> list[list[torch.Tensor]]:
+    """Wanda's ||X_j||_2 over calibration tokens for each input feature of `modules[i][k]` (layer i).
+
+    An expert that saw fewer than `MIN_TOKENS` routed tokens gets uniform norms: its channels rank by magnitude.
+    """
     inputs = capture_layer_inputs(model, windows)
     norms = []
-    for block, module in zip(decoder_layers(model), modules, strict=True):
-        collector = InputNormCollector(linear_weight(module).shape[1], device=inputs.hidden[0].device)
-        with forward_hooks([(module, lambda _m, args, c=collector: c.add(args[0]))], pre=True):
+    for block, layer_modules in zip(decoder_layers(model), modules, strict=True):
+        collectors = [InputNormCollector(linear_weight(m).shape[1], device=inputs.hidden[0].device)
+                      for m in layer_modules]
+        hooks = [(m, lambda _m, args, c=c: c.add(args[0])) for m, c in zip(layer_modules, collectors, strict=True)]
+        with forward_hooks(hooks, pre=True):
             outputs = inputs.run(block)
-        norms.append(collector.norm.cpu())
+        for c in collectors:
+            if c.tokens < MIN_TOKENS:
+                c.uniform()
+        norms.append([c.norm.cpu() for c in collectors])
         inputs = inputs.with_hidden(outputs)
     return norms
 
@@ -125,7 +107,7 @@ def _sq(module: nn.Module, dim: str) -> torch.Tensor:
     return w.sum(1) if dim == "out" else w.sum(0)
 
 
-def head_scores(a: Attn, method: str, norm: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def head_scores(a: Attention, method: str, norm: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Importance per query head and per KV head (the KV part is zero for 'wanda': it reads o's inputs only)."""
     hd = a.head_dim
     out = getattr(a.module, a.out)
@@ -134,25 +116,22 @@ def head_scores(a: Attn, method: str, norm: torch.Tensor | None) -> tuple[torch.
         return q, torch.zeros(a.kv_heads)
     q = _sq(out, "in").reshape(a.heads, hd).sum(1)
     kv = torch.zeros(a.kv_heads)
-    for attr, role in a.inputs.items():
+    for attr, (q_of, kv_of) in a.inputs.items():
         rows = _sq(getattr(a.module, attr), "out")
-        if role == "qkv":  # fused (MHA): q, k, v blocks of heads * hd rows each
-            q = q + rows.reshape(3, a.heads, hd).sum(dim=(0, 2))
-        elif role == "q":
-            q = q + rows.reshape(a.heads, hd).sum(1)
-        else:
-            kv = kv + rows.reshape(a.kv_heads, hd).sum(1)
+        q.index_add_(0, q_of[q_of >= 0], rows[q_of >= 0])
+        kv.index_add_(0, kv_of[kv_of >= 0], rows[kv_of >= 0])
     return q, kv
 
 
 def _count(fraction: float, units: int, what: str) -> int:
     """Units to remove: the nearest whole number, at least one, never all."""
     if units < 2:
-        raise ModificationError(f"structured pruning: only {units} {what} per layer, nothing can be removed")
+        hint = "; try head_unit: query" if what == "KV groups" else ""
+        raise Unsupported(f"structured pruning: only {units} {what} per layer, nothing can be removed{hint}")
     return min(max(1, round(fraction * units)), units - 1)
 
 
-def choose_heads(a: Attn, q: torch.Tensor, kv: torch.Tensor, spec: PruneSpec) -> tuple[list[int], list[int]]:
+def choose_heads(a: Attention, q: torch.Tensor, kv: torch.Tensor, spec: PruneSpec) -> tuple[list[int], list[int]]:
     """Query heads and KV heads to keep, in their original order."""
     per_group = a.heads // a.kv_heads
     groups = q.reshape(a.kv_heads, per_group)
@@ -169,20 +148,19 @@ def choose_heads(a: Attn, q: torch.Tensor, kv: torch.Tensor, spec: PruneSpec) ->
     return keep_q, list(range(a.kv_heads))
 
 
-def _prune_heads(a: Attn, keep_q: list[int], keep_kv: list[int], undo: UndoLog) -> None:
-    hd, width = a.head_dim, a.heads * a.head_dim
-    q_idx, kv_idx = head_rows(keep_q, hd), head_rows(keep_kv, hd)
-    for attr, role in a.inputs.items():
-        keep = {"q": q_idx, "k": kv_idx, "v": kv_idx}.get(role)
-        if keep is None:  # fused q, k, v (MHA: kv heads are the query heads)
-            keep = torch.cat([q_idx, width + q_idx, 2 * width + q_idx])
-        undo.set_attr(a.module, attr, shrink_linear(getattr(a.module, attr), "out", keep))
-    undo.set_attr(a.module, a.out, shrink_linear(getattr(a.module, a.out), "in", q_idx))
+def _prune_heads(a: Attention, keep_q: list[int], keep_kv: list[int], undo: UndoLog) -> None:
+    q_keep, kv_keep = torch.tensor(keep_q, dtype=torch.long), torch.tensor(keep_kv, dtype=torch.long)
+    for attr, (q_of, kv_of) in a.inputs.items():
+        keep = torch.isin(q_of, q_keep) | torch.isin(kv_of, kv_keep)
+        undo.set_attr(a.module, attr, shrink_linear(getattr(a.module, attr), "out", keep.nonzero().flatten()))
+    undo.set_attr(a.module, a.out, shrink_linear(getattr(a.module, a.out), "in", head_rows(keep_q, a.head_dim)))
     new_attrs = {
         "num_heads": len(keep_q),
         "num_key_value_heads": len(keep_kv),
+        "num_kv_heads": len(keep_kv),  # Falcon
         "num_key_value_groups": len(keep_q) // len(keep_kv),
-        "split_size": len(keep_q) * hd,  # GPT-2 splits its fused projection by this width
+        "split_size": len(keep_q) * a.head_dim,  # GPT-2 splits its fused projection by this width
+        "num_attention_heads": len(keep_q),
     }
     for name, value in new_attrs.items():
         if isinstance(getattr(a.module, name, None), int):
@@ -190,11 +168,13 @@ def _prune_heads(a: Attn, keep_q: list[int], keep_kv: list[int], undo: UndoLog) 
 
 
 def _prune_channels(m: Mlp, keep: torch.Tensor, undo: UndoLog) -> None:
-    for attr in m.inputs:
-        undo.set_attr(m.module, attr, shrink_linear(getattr(m.module, attr), "out", keep))
+    for attr, channel_of in m.inputs.items():
+        rows = torch.isin(channel_of, keep).nonzero().flatten()
+        undo.set_attr(m.module, attr, shrink_linear(getattr(m.module, attr), "out", rows))
     undo.set_attr(m.module, m.out, shrink_linear(getattr(m.module, m.out), "in", keep))
-    if isinstance(getattr(m.module, "intermediate_size", None), int):
-        undo.set_attr(m.module, "intermediate_size", int(keep.numel()))
+    for name in ("intermediate_size", "ffn_dim"):
+        if isinstance(getattr(m.module, name, None), int):
+            undo.set_attr(m.module, name, int(keep.numel()))
 
 
 def channel_scores(m: Mlp, method: str, norm: torch.Tensor | None) -> torch.Tensor:
@@ -202,30 +182,50 @@ def channel_scores(m: Mlp, method: str, norm: torch.Tensor | None) -> torch.Tens
     if method == "wanda":
         return _wanda_columns(out, norm)
     score = _sq(out, "in")
-    for attr in m.inputs:
-        score = score + _sq(getattr(m.module, attr), "out")
+    for attr, channel_of in m.inputs.items():
+        score = score.index_add(0, channel_of, _sq(getattr(m.module, attr), "out"))
     return score
 
 
-def _calibration_norms(spec: PruneSpec, ctx: ApplyContext, outs: list[nn.Module]) -> tuple[list, object]:
+def _calibration_norms(spec: PruneSpec, ctx: ApplyContext, outs: list[list[nn.Module]]) -> tuple[list, object]:
     if spec.method != "wanda":
-        return [None] * len(outs), None
+        return [[None] * len(o) for o in outs], None
     cal = ctx.calibration(spec.calibration)
     ctx.progress("structured pruning: input norms")
     return input_norms(ctx.patient.model, outs, cal.windows), cal.info
 
 
-def _update_config(model: nn.Module, spec: PruneSpec, attn: Attn | None, kept: int, undo: UndoLog) -> None:
+def _update_config(model: nn.Module, spec: PruneSpec, attn: Attention | None, kept: dict[str, int],
+                   undo: UndoLog) -> None:
     """The config describes every layer; the same number of units is removed per layer, so it stays true."""
     config = model.config
     if spec.structure == "channels":
-        key = "intermediate_size" if hasattr(config, "intermediate_size") else "n_inner"
-        undo.set_attr(config, key, kept)
+        for key, width in kept.items():
+            undo.set_attr(config, key, width)
         return
-    kv = attn.kv_heads if spec.head_unit == "query" else attn.kv_heads * kept // attn.heads
-    undo.set_attr(config, "num_attention_heads", kept)
-    if getattr(config, "num_key_value_heads", None) is not None:
-        undo.set_attr(config, "num_key_value_heads", kv)
+    heads = kept["heads"]
+    kv = attn.kv_heads if spec.head_unit == "query" else attn.kv_heads * heads // attn.heads
+    undo.set_attr(config, "num_attention_heads", heads)
+    for key in ("num_key_value_heads", "num_kv_heads"):
+        if getattr(config, key, None) is not None:
+            undo.set_attr(config, key, kv)
+
+
+def _prune_block_heads(part: Attention, norm, spec: PruneSpec, undo: UndoLog) -> dict[str, float]:
+    keep_q, keep_kv = choose_heads(part, *head_scores(part, spec.method, norm), spec)
+    _prune_heads(part, keep_q, keep_kv, undo)
+    return {"heads_removed": part.heads - len(keep_q), "kv_heads_removed": part.kv_heads - len(keep_kv)}
+
+
+def _prune_block_channels(units: list[Mlp], norms: list, spec: PruneSpec, undo: UndoLog) -> dict[str, float]:
+    """The same fraction of channels out of every feed-forward unit of the block (every expert)."""
+    removed = 0
+    for unit, norm in zip(units, norms, strict=True):
+        score = channel_scores(unit, spec.method, norm)
+        keep = torch.topk(score, unit.width - _count(spec.sparsity, unit.width, "MLP channels")).indices.sort().values
+        _prune_channels(unit, keep, undo)
+        removed += unit.width - int(keep.numel())
+    return {"channels_removed": removed}
 
 
 def apply_structured(spec: PruneSpec, ctx: ApplyContext) -> Applied:
@@ -234,28 +234,24 @@ def apply_structured(spec: PruneSpec, ctx: ApplyContext) -> Applied:
     blocks = list(decoder_layers(model))
     params_before = count_params(model)
     heads = spec.structure == "heads"
-    parts = [attention_of(b) if heads else mlp_of(b) for b in blocks]
-    norms, cal_info = _calibration_norms(spec, ctx, [getattr(p.module, p.out) for p in parts])
-    stats, kept = [], 0
-    for index, (part, norm) in enumerate(zip(parts, norms, strict=True)):
+    parts = [[attention_of(b)] if heads else mlps_of(b) for b in blocks]
+    norms, cal_info = _calibration_norms(spec, ctx, [[getattr(p.module, p.out) for p in ps] for ps in parts])
+    stats = []
+    for index, (units, norm) in enumerate(zip(parts, norms, strict=True)):
         if heads:
-            keep_q, keep_kv = choose_heads(part, *head_scores(part, spec.method, norm), spec)
-            _prune_heads(part, keep_q, keep_kv, ctx.undo)
-            kept = len(keep_q)
-            extra = {"heads_removed": part.heads - kept, "kv_heads_removed": part.kv_heads - len(keep_kv)}
+            extra = _prune_block_heads(units[0], norm[0], spec, ctx.undo)
         else:
-            score = channel_scores(part, spec.method, norm)
-            width = score.numel()
-            keep = torch.topk(score, width - _count(spec.sparsity, width, "MLP channels")).indices.sort().values
-            _prune_channels(part, keep, ctx.undo)
-            kept = int(keep.numel())
-            extra = {"channels_removed": width - kept}
+            extra = _prune_block_channels(units, norm, spec, ctx.undo)
         stats.append(LayerStat(layer=index, extra={k: float(v) for k, v in extra.items()}))
-    _update_config(model, spec, parts[0] if heads else None, kept, ctx.undo)
-    params_after = count_params(model)
     unit = "heads" if heads else "channels"
+    before = parts[0][0].heads if heads else sum(u.width for u in parts[0])
     removed = [int(s.extra[f"{unit}_removed"]) for s in stats]
-    before = parts[0].heads if heads else removed[0] + kept
+    if heads:
+        kept = {"heads": before - removed[-1]}
+    else:
+        kept = {u.config_key: linear_weight(getattr(u.module, u.out)).shape[1] for u in parts[-1] if u.config_key}
+    _update_config(model, spec, parts[0][0] if heads else None, kept, ctx.undo)
+    params_after = count_params(model)
     realized = {
         "structure": spec.structure,
         f"{unit}_before": before,

@@ -34,6 +34,10 @@ class UndoLog:
         self._saved.add(key)
         self._entries.append(("tensor", tensor, tensor.detach().clone(), None))
 
+    def saved(self, tensor: torch.Tensor) -> bool:
+        """Whether `tensor` was saved (and so possibly changed) since the last restore."""
+        return id(tensor) in self._saved
+
     def set_attr(self, obj: Any, name: str, value: Any) -> None:
         """`setattr`, remembering the old value (or its absence). Works for modules and configs."""
         old = getattr(obj, name, _MISSING)

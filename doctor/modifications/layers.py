@@ -18,7 +18,9 @@ import logging
 import torch
 from torch import nn
 
-from doctor.compress.adapters import block_linears, decoder_layers, layer_container
+from doctor.architectures import Unsupported, architecture_of
+from doctor.architectures.base import get
+from doctor.compress.adapters import decoder_layers, layer_container
 from doctor.compress.capture import capture_layer_inputs
 from doctor.errors import ModificationError
 from doctor.modifications.base import Applied, ApplyContext, UndoLog
@@ -27,13 +29,6 @@ from doctor.results import LayerStat
 from doctor.spec.modification import ExpandLayersSpec, RemoveLayersSpec
 
 log = logging.getLogger(__name__)
-
-# Linear layers that write a block's attention and MLP results into the residual stream.
-OUTPUT_PROJECTIONS = frozenset(
-    {"self_attn.o_proj", "mlp.down_proj", "attn.c_proj", "mlp.c_proj", "self_attn.dense", "mlp.fc2",
-     "attention.dense", "mlp.dense_4h_to_h", "self_attn.out_proj"}
-)
-
 
 def block_influence(model: nn.Module, windows: torch.Tensor) -> list[float]:
     """BI of every decoder block: 1 - mean cosine similarity of its input and output hidden states per token.
@@ -68,9 +63,11 @@ def _replace_blocks(model: nn.Module, new_blocks: list[nn.Module], sources: list
     undo.set_attr(owner, attr, new_list)
     config = model.config
     undo.set_attr(config, "num_hidden_layers", len(new_blocks))
-    layer_types = getattr(config, "layer_types", None)
-    if isinstance(layer_types, list | tuple) and len(layer_types) >= max(sources) + 1:
-        undo.set_attr(config, "layer_types", [layer_types[s] for s in sources])
+    # per-layer lists (`layer_types`) follow the blocks; read-only derived ones (Mamba's) follow the count
+    for key in architecture_of(new_blocks[0]).layer_count_fields(config):
+        values = getattr(config, key)
+        if len(values) >= max(sources) + 1:
+            undo.set_attr(config, key, [values[s] for s in sources])
     _set_layer_indices(new_list, undo)
 
 
@@ -134,16 +131,27 @@ def insertion_points(total: int, count: int, placement: str) -> list[int]:
 
 
 def _zero_outputs(block: nn.Module) -> list[str]:
-    """Zero the output projections (weight and bias) so the block's residual contributions are exactly zero."""
-    zeroed = []
-    for name, module in block_linears(block).items():
-        if name in OUTPUT_PROJECTIONS:
-            with torch.no_grad():
-                module.weight.zero_()
-                if getattr(module, "bias", None) is not None:
-                    module.bias.zero_()
-            zeroed.append(name)
-    return zeroed
+    """Zero the output projections (weight and bias) so the block's residual contributions are exactly zero.
+
+    Raises Unsupported unless the adapter names them: a copy that is not an identity must not pass for one.
+    """
+    arch = architecture_of(block)
+    found = {path: get(block, path) for path in arch.output_projections}
+    found = {path: target for path, target in found.items() if target is not None}
+    if not found:
+        raise Unsupported(
+            f"expand_layers: the output projections of {type(block).__name__} ({arch.name}) are not known for "
+            f"identity init; use init: copy"
+        )
+    with torch.no_grad():
+        for target in found.values():
+            if isinstance(target, torch.Tensor):  # a fused parameter (all experts' down projections)
+                target.zero_()
+                continue
+            target.weight.zero_()
+            if getattr(target, "bias", None) is not None:
+                target.bias.zero_()
+    return list(found)
 
 
 def apply_expand(spec: ExpandLayersSpec, ctx: ApplyContext) -> Applied:
@@ -161,11 +169,8 @@ def apply_expand(spec: ExpandLayersSpec, ctx: ApplyContext) -> Applied:
         sources.append(i)
         for _ in range(points.count(i)):
             twin = copy.deepcopy(block)
-            if spec.init == "identity" and len(_zero_outputs(twin)) < 2:
-                raise ModificationError(
-                    f"expand_layers: cannot find the attention and MLP output projections of "
-                    f"{type(block).__name__} for identity init; use init: copy"
-                )
+            if spec.init == "identity":
+                _zero_outputs(twin)
             inserted.append(len(new_blocks))
             new_blocks.append(twin)
             sources.append(i)

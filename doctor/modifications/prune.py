@@ -12,11 +12,18 @@ import torch
 
 from doctor.compress.adapters import block_linears, decoder_layers, linear_weight, set_linear_weight
 from doctor.modifications.base import Applied, ApplyContext
+from doctor.modifications.coverage import account, prepare_targets, snapshot
 from doctor.results import LayerStat
 from doctor.spec.modification import PruneSpec
 
+# structured pruning removes units of these module types only
+STRUCTURE_TYPES = {"heads": {"attention"}, "channels": {"mlp", "experts", "shared_expert"}}
+
 
 def apply(spec: PruneSpec, ctx: ApplyContext) -> Applied:
+    model = ctx.patient.model
+    prepare_targets(model, ctx.undo, spec.targets)
+    before = snapshot(model)
     if spec.structure in ("heads", "channels"):
         from doctor.compress.structured import apply_structured
 
@@ -34,6 +41,7 @@ def apply(spec: PruneSpec, ctx: ApplyContext) -> Applied:
     if spec.structure in ("unstructured", "nm"):
         applied.realized.update(realized_sparsity(ctx.patient.model))
     applied.realized["target_sparsity"] = spec.target_sparsity
+    account(applied, model, ctx.undo, before, f"prune {spec.method} {spec.structure}", STRUCTURE_TYPES.get(spec.structure))
     return applied
 
 

@@ -10,11 +10,15 @@ import time
 from doctor.compress.adapters import block_linears, decoder_layers, linear_weight, set_linear_weight
 from doctor.compress.quantizer import effective_bits, max_levels, quantize_rtn
 from doctor.modifications.base import Applied, ApplyContext
+from doctor.modifications.coverage import account, prepare_targets, snapshot
 from doctor.results import LayerStat
 from doctor.spec.modification import QuantizeSpec
 
 
 def apply(spec: QuantizeSpec, ctx: ApplyContext) -> Applied:
+    model = ctx.patient.model
+    prepare_targets(model, ctx.undo, spec.targets)
+    before = snapshot(model)
     if spec.method == "rtn":
         applied = _apply_rtn(spec, ctx)
     elif spec.method == "gptq":
@@ -26,6 +30,7 @@ def apply(spec: QuantizeSpec, ctx: ApplyContext) -> Applied:
 
         applied = apply_awq(spec, ctx)
     applied.realized.update(_realized_bits(spec, ctx))
+    account(applied, model, ctx.undo, before, f"quantize {spec.method}")
     return applied
 
 

@@ -32,6 +32,7 @@ FEATURES = ("const", "lp", "single_task", "k_structured", "q_bits", "q_cliff", "
             "q_gptq", "q_awq", "q_learned", "q_gguf", "q_codebook", "s_s", "s_gradient", "s_random")
 _SHARED = [F.FEATURES.index(n) for n in FEATURES if n in F.FEATURES]
 _KINDS = ("quantization", "structured")  # the kinds with published accuracy drops
+REFUSE_UNITS = 1.0  # beyond one unit outside the domain (a decade of size, a bit, 0.1 sparsity): no expectation
 TASK_NOTE = ("the published accuracy drops are mostly zero-shot averages over several tasks (PIQA, ARC, "
              "HellaSwag, WinoGrande, ...); this task differs")
 
@@ -128,13 +129,25 @@ class AccuracyPredictor:
         warning = _describe(case, gaps, domain) if gaps else None
         return ScalePrediction(float(x @ self.coef), var, not gaps, warning, var - resid)
 
+    def refusal(self, case: F.Case) -> str | None:
+        """Why no accuracy expectation is given for this case (far outside the domain), None when one is."""
+        gaps = outside(case, self.model["domain"])
+        if sum(gaps.values()) > REFUSE_UNITS:
+            return "accuracy drop not predicted: " + _describe(case, gaps, self.model["domain"]).replace(
+                "; interval widened", "")
+        return None
+
     def expected(self, case: F.Case, metric: str, observed: float | None = None, scale: float = 0.01,
-                 note: str | None = None) -> Expected:
-        """Expected drop (median, 90% interval) in units of `scale` pp-fractions (0.01: fraction of 1);
-        with an observation (same units): residual, z on the model scale, where it falls."""
+                 note: str | None = None, max_drop: float | None = None) -> Expected:
+        """Expected drop (median, 90% interval) in units of `scale` pp-fractions (0.01: fraction of 1), at most
+        `max_drop` (dense accuracy minus chance, same units); with an observation (same units): residual, z on
+        the model scale, where it falls."""
         pred = self.predict_case(case)
         lo, mid, hi = (float(from_scale(t)) * scale for t in
                        (pred.mean - Z90 * pred.sd, pred.mean, pred.mean + Z90 * pred.sd))
+        if max_drop is not None and hi > max_drop:  # a model cannot do worse than guessing
+            lo, mid, hi = (min(v, max_drop) for v in (lo, mid, hi))
+            note = "; ".join(w for w in (note, f"capped at dense accuracy minus chance ({max_drop:.3g})") if w)
         warning = "; ".join(w for w in (pred.warning, note) if w) or None
         out = Expected(metric=metric, point=mid, lower=lo, upper=hi, level=LEVEL, in_domain=pred.in_domain,
                        warning=warning, predictor=self.name)
@@ -145,26 +158,32 @@ class AccuracyPredictor:
         return out.model_copy(update={"residual": observed - mid, "z": z, "outside": side})
 
 
-def held_out_accuracy(frame: pd.DataFrame) -> pd.DataFrame:
-    """Leave-one-family-out: per row the observed drop, model median, 90% bounds, naive median (pp)."""
-    from doctor.predict.evaluate import naive_predictions
+def held_out_accuracy(frame: pd.DataFrame, by: str = "family") -> pd.DataFrame:
+    """Leave-one-family-out (or -source-out): per row the observed drop, model median, 90% bounds and the
+    naive medians (pp)."""
+    from doctor.predict.evaluate import GROUPINGS, bucket, finish, naive_predictions
 
+    column = GROUPINGS[by]
     parts = []
-    for family in sorted(frame.model_family.unique()):
-        train, test = frame[frame.model_family != family], frame[frame.model_family == family]
+    for group in sorted(frame[column].unique()):
+        train, test = frame[frame[column] != group], frame[frame[column] == group]
+        if not enough_rows(train):
+            continue
         predictor = AccuracyPredictor(fit_accuracy(train))
         preds = [predictor.predict_case(F.case_from_row(r), r["metric"] != "zero_shot_avg_acc")
                  for r in test.to_dict("records")]
         mean, sd = np.array([p.mean for p in preds]), np.array([p.sd for p in preds])
         parts.append(pd.DataFrame({
-            "family": family, "kind": test.kind.to_numpy(), "method": test.method.to_numpy(),
+            "held_out": group, "source": test.source.to_numpy(), "family": test.model_family.to_numpy(),
+            "kind": test.kind.to_numpy(), "method": test.method.to_numpy(),
+            "bucket": [bucket(r) for r in test.to_dict("records")],
             "delta": test.delta.to_numpy(dtype=float), "pred": from_scale(mean),
             "lower": from_scale(mean - Z90 * sd), "upper": from_scale(mean + Z90 * sd),
-            "naive": naive_predictions(train, test), "in_domain": [p.in_domain for p in preds],
+            "naive_kind": naive_predictions(train, test, by_bucket=False),
+            "naive_bucket": naive_predictions(train, test), "in_domain": [p.in_domain for p in preds],
+            "cap": (test.baseline_value.to_numpy(dtype=float)),  # a drop cannot exceed the dense accuracy
         }))
-    out = pd.concat(parts, ignore_index=True)
-    out["covered"] = (out.delta >= out.lower) & (out.delta <= out.upper)
-    return out
+    return finish(pd.concat(parts, ignore_index=True))
 
 
 def load_accuracy(folder: Path) -> AccuracyPredictor | None:
@@ -194,8 +213,33 @@ def annotate_accuracy(exam: Examination, predictor: AccuracyPredictor, skipped: 
         if len(cases) != 1 or cases[0].kind not in predictor.model["training"]["rows_by_kind"]:
             skipped[f"{checkup.id}:acc_drop"] = "no published accuracy drops for this modification"
             continue
+        refusal = predictor.refusal(cases[0])
+        if refusal:
+            skipped[f"{checkup.id}:acc_drop"] = refusal
+            continue
         for key in keys:
             value = checkup.metrics[key].value
-            checkup.expected[key] = predictor.expected(cases[0], key, value, scale=0.01, note=TASK_NOTE)
+            checkup.expected[key] = predictor.expected(cases[0], key, value, scale=0.01, note=TASK_NOTE,
+                                                       max_drop=max_drop(exam, key[len("acc_drop:"):]))
             written += 1
     return written
+
+
+def chance_of(task_name: str) -> float:
+    """Mean chance accuracy (1 / choices) of a task's multiple-choice items; 0 when the task cannot be read."""
+    from doctor.errors import DataError
+    from doctor.tasks.format import load_task
+
+    try:
+        items = load_task(task_name).multiple_choice
+    except (DataError, OSError):
+        return 0.0
+    return float(np.mean([1.0 / len(i.choices) for i in items])) if items else 0.0
+
+
+def max_drop(exam: Examination, task_name: str) -> float | None:
+    """Dense accuracy minus chance (fraction scale): the largest drop a model that still answers can show."""
+    dense = exam.baseline.metrics.get(f"acc:{task_name}")
+    if dense is None or dense.value is None or not math.isfinite(dense.value):
+        return None
+    return max(dense.value - chance_of(task_name), 0.0)

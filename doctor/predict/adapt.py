@@ -43,7 +43,9 @@ def is_mild(case: F.Case) -> bool:
 def anchor_variance(anchor: Anchor) -> float:
     """Residual variance on the model scale (prediction variance minus the offset part) plus measurement."""
     resid = max(anchor.pred.var - anchor.pred.offset_var, 1e-6)
-    slope = 1.0 / (max(anchor.delta, -F.EPS / 2) + F.EPS)  # d t / d delta
+    cap = F.cap_or_default(anchor.pred.cap)
+    d = min(max(anchor.delta, -F.EPS / 2), cap)
+    slope = 1.0 / (d + F.EPS) + 1.0 / (cap * (1.0 - d / cap + F.TOP))  # d t / d delta
     return resid + (slope * anchor.delta_sd) ** 2
 
 
@@ -54,7 +56,7 @@ def offset_update(anchors: list[Anchor], prior_var: float) -> tuple[float, float
     for anchor in anchors:
         v = anchor_variance(anchor)
         precision += 1.0 / v
-        weighted += (float(F.to_scale(anchor.delta)) - anchor.pred.mean) / v
+        weighted += (float(F.to_scale(anchor.delta, anchor.pred.cap)) - anchor.pred.mean) / v
     return weighted / precision, 1.0 / precision
 
 
@@ -64,7 +66,7 @@ def adapt(pred: ScalePrediction, anchors: list[Anchor]) -> ScalePrediction:
         return pred
     shift, post_var = offset_update(anchors, pred.offset_var)
     var = pred.var - pred.offset_var + post_var
-    return ScalePrediction(pred.mean + shift, var, pred.in_domain, pred.warning, post_var)
+    return ScalePrediction(pred.mean + shift, var, pred.in_domain, pred.warning, post_var, pred.cap)
 
 
 def delta_sd_from_interval(lower: float | None, upper: float | None, level: float = 0.95) -> float:

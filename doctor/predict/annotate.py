@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from doctor.predict import features as F
@@ -32,8 +32,15 @@ def _observed(checkup: CheckupResult) -> float | None:
     return value if value is not None and math.isfinite(value) and value > 0 else None
 
 
+def _cap(exam: Examination) -> float | None:
+    """log(vocab / dense PPL): the log ratio of uniform guessing, which bounds every expectation."""
+    ppl = exam.baseline.metrics.get("ppl")
+    return F.cap_of(exam.patient.vocab, ppl.value if ppl else None)
+
+
 def _items(exam: Examination, skipped: dict[str, str]) -> list[_Item]:
     text = exam.baseline.text
+    cap = _cap(exam)
     items = []
     for checkup in exam.checkups:
         if checkup.status != "ok":
@@ -44,6 +51,8 @@ def _items(exam: Examination, skipped: dict[str, str]) -> list[_Item]:
         except (Unsupported, KeyError, TypeError, ValueError) as exc:
             skipped[checkup.id] = str(exc) or type(exc).__name__
             continue
+        calibration = F.corpus_of(checkup.calibration.corpus) if checkup.calibration else None
+        cases = [replace(c, cap=cap, calibration=calibration) for c in cases]
         items.append(_Item(checkup, cases, _observed(checkup), None))
     return items
 
@@ -74,9 +83,10 @@ def _expected_for(item: _Item, predictor: Predictor, anchors: list[tuple[str, An
     return with_observation(expected, item.observed, final_pred) if item.observed else expected
 
 
-def _cap(expected: Expected, cap: float | None) -> Expected:
-    """No expectation above the uniform-guess ratio (vocab / dense PPL): beyond it the interval says nothing."""
-    if cap is None or cap <= 1.0 or expected.upper <= cap:
+def _cap_ratio(expected: Expected, cap: float | None) -> Expected:
+    """No expectation above the uniform-guess ratio (vocab / dense PPL): beyond it the interval says nothing.
+    The bounded target keeps single checkups below it already; this also bounds composed ones."""
+    if cap is None or cap <= 1.0 or expected.upper <= cap * (1 + 1e-9):
         return expected
     update = {k: min(getattr(expected, k), cap) for k in ("point", "upper", "prior_point", "prior_upper")
               if getattr(expected, k) is not None}
@@ -109,7 +119,7 @@ def annotate(exam: Examination, predictor_dir: Path | None = None) -> None:
     ppl = exam.baseline.metrics.get("ppl")
     cap = exam.patient.vocab / ppl.value if ppl and ppl.value > 0 and exam.patient.vocab > 0 else None
     for item in items:
-        expected = _cap(_expected_for(item, predictor, anchors), cap)
+        expected = _cap_ratio(_expected_for(item, predictor, anchors), cap)
         if item.observed:  # where the observation falls, against the (capped) bounds
             side = ("above" if item.observed > expected.upper else "below" if item.observed < expected.lower
                     else "inside")

@@ -105,6 +105,7 @@ def cases_for(facts: ModelFacts, modification: dict, realized: dict | None = Non
     out = []
     for leaf in flat:
         fields = leaf_fields(leaf, realized if len(flat) == 1 else {}, facts.layers)
-        fields["method"] = method_class(fields["method"], fields["kind"])
+        fields["method_name"] = fields["method"].lower()
+        fields["method"] = method_class(fields["method"], fields["kind"], fields.get("bits"))
         out.append(Case(**base, **fields, dataset=dataset_of(corpus), ctx=ctx))
     return out

@@ -3,6 +3,11 @@
 A new family's prediction variance is x'Cov(beta)x + family variance + residual variance (the residual
 variance per modification kind, shrunk towards the pooled one), so the interval is honest about how much
 families differ, which is what leave-one-family-out evaluation tests.
+
+A coefficient the table cannot identify (no row has its feature, or it is a combination of others) gets 0 and
+a prior sd: as large as the largest identified coefficient of the same block (method classes of one kind, say).
+The artifact lists those as `unidentified`, and a prediction that uses one widens by that sd, so a method
+class whose only source is missing gets an honest "unknown" instead of a silent zero.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from doctor.predict import features as F
 log = logging.getLogger(__name__)
 
 SHRINK_ROWS = 10.0  # pseudo-rows of the pooled residual variance added to each kind's own
+MIN_PRIOR_SD = 0.5  # an unidentified effect is at least a factor e^0.5 on delta either way
 
 
 @dataclass
@@ -33,6 +39,7 @@ class MixedFit:
     family_effects: dict[str, tuple[float, float]]  # family -> (BLUP, its posterior variance)
     residuals: np.ndarray  # conditional residuals (minus the family effect), training order
     converged: bool
+    unidentified: list[str]  # features whose coefficient this table cannot estimate (set to 0)
 
 
 def independent_columns(x: np.ndarray, tol: float = 1e-8) -> np.ndarray:
@@ -46,7 +53,7 @@ def independent_columns(x: np.ndarray, tol: float = 1e-8) -> np.ndarray:
 
 
 def fit_mixed(x: np.ndarray, y: np.ndarray, groups: list[str], names: list[str]) -> MixedFit:
-    """REML random-intercept fit; columns dependent on others in this table get coefficient 0 and variance 0."""
+    """REML random-intercept fit; columns dependent on others in this table get coefficient 0 (listed)."""
     import statsmodels.api as sm
 
     keep = independent_columns(x)
@@ -81,7 +88,64 @@ def fit_mixed(x: np.ndarray, y: np.ndarray, groups: list[str], names: list[str])
     residuals = y - x @ coef - offsets
     if not np.all(np.isfinite(cov)):
         raise DataError("predictor fit: coefficient covariance is not finite; the training table is degenerate")
-    return MixedFit(list(names), coef, cov, family_var, resid_var, effects, residuals, bool(result.converged))
+    unidentified = [names[j] for j in range(x.shape[1]) if j not in set(keep.tolist())]
+    return MixedFit(list(names), coef, cov, family_var, resid_var, effects, residuals, bool(result.converged),
+                    unidentified)
+
+
+def _block(name: str) -> str:
+    """The coefficient block a feature belongs to: method effects of one kind, their cliffs, or the rest."""
+    if name.endswith("_cliff"):
+        return "cliff"
+    return name.split("_", 1)[0] if "_" in name else name
+
+
+def _is_class_effect(name: str) -> bool:
+    return name[:2] in ("q_", "u_", "s_") and name not in _NOT_CLASSES
+
+
+def typical_effects(names: list[str], coef: np.ndarray, missing: list[str]) -> np.ndarray:
+    """Coefficients with each unidentified method-class effect set to the mean of the identified ones of its
+    block (the reference class counting as 0): a class the table has not seen is taken as a typical class,
+    not as the reference one."""
+    out = coef.copy()
+    for j, name in enumerate(names):
+        if name not in missing or not _is_class_effect(name):
+            continue
+        block = name[:2] + ("cliff" if name.endswith("_cliff") else "")
+        known = [float(coef[i]) for i, n in enumerate(names) if n not in missing and _is_class_effect(n)
+                 and n[:2] + ("cliff" if n.endswith("_cliff") else "") == block]
+        out[j] = float(np.mean([0.0, *known]))
+    return out
+
+
+def unidentified_sd(names: list[str], coef: np.ndarray, cov: np.ndarray, missing: list[str]) -> dict[str, float]:
+    """Prior sd of each unidentified coefficient: the largest |coef| + se in its block (at least MIN_PRIOR_SD)."""
+    se = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+    out = {}
+    for name in missing:
+        block = _block(name)
+        known = [abs(coef[j]) + se[j] for j, n in enumerate(names) if n not in missing and _block(n) == block
+                 and n != "const"]
+        out[name] = max([MIN_PRIOR_SD, *known])
+    return out
+
+
+_CLASS_BLOCKS = {"quantization": "q_", "unstructured": "u_", "semi-structured": "u_", "structured": "s_"}
+_NOT_CLASSES = ("q_bits", "q_cliff", "q_sub2", "q_per_channel", "q_log_group", "q_lp", "q_ltpp", "u_s", "u_s2",
+                "s_s", "s_s2")
+
+
+def unknown_method_sd(names: list[str], coef: np.ndarray) -> dict[str, float]:
+    """Per kind, how far a method the table has never seen may sit from its class: the spread (rms, at least
+    MIN_PRIOR_SD / 2) of the fitted method-class effects of that kind, the reference class counting as 0."""
+    out = {}
+    for kind in F.KINDS:
+        prefix = _CLASS_BLOCKS.get(kind)
+        effects = [0.0] + [float(c) for n, c in zip(names, coef, strict=True) if prefix and n.startswith(prefix)
+                           and n not in _NOT_CLASSES and not n.endswith("_cliff") and c != 0.0]
+        out[kind] = max(MIN_PRIOR_SD / 2, float(np.sqrt(np.mean(np.square(effects)))))
+    return out
 
 
 def kind_variances(residuals: np.ndarray, kinds: list[str], pooled: float) -> dict[str, float]:
@@ -111,22 +175,26 @@ def fit_degradation(frame: pd.DataFrame) -> dict:
     rows = frame.to_dict("records")
     cases = [F.case_from_row(r) for r in rows]
     x = F.design(cases)
-    y = np.asarray(F.to_scale(frame["delta"].to_numpy()))
+    y = np.asarray(F.to_scale(frame["delta"].to_numpy(dtype=float), np.array([F.cap_or_default(c.cap) for c in cases])))
     groups = [str(g) for g in frame["model_family"]]
     fit = fit_mixed(x, y, groups, list(F.FEATURES))
     kinds = [c.kind for c in cases]
     counts = frame.groupby("kind").size().to_dict()
     return {
-        "target": "log(log(ppl_mod/ppl_dense) + eps)",
-        "eps": F.EPS,
+        "target": "log(delta + eps) - log(1 - delta/cap + top), delta = log(ppl_mod/ppl_dense), "
+                  "cap = log(vocab/ppl_dense)",
+        "eps": F.EPS, "top": F.TOP,
         "encoding_version": F.ENCODING_VERSION,
         "features": list(F.FEATURES),
-        "coef": fit.coef.tolist(),
+        "coef": typical_effects(fit.names, fit.coef, fit.unidentified).tolist(),
         "cov": fit.cov.tolist(),
         "family_var": fit.family_var,
         "resid_var": fit.resid_var,
         "resid_var_by_kind": kind_variances(fit.residuals, kinds, fit.resid_var),
         "family_effects": {k: list(v) for k, v in sorted(fit.family_effects.items())},
+        "unidentified": unidentified_sd(fit.names, fit.coef, fit.cov, fit.unidentified),
+        "unknown_method_sd": unknown_method_sd(fit.names, fit.coef),
+        "methods": sorted({c.method_name for c in cases if c.method_name}),
         "domain": domain_of(cases),
         "training": {
             "rows": len(frame), "families": sorted(set(groups)), "rows_by_kind": {k: int(v) for k, v in counts.items()},

@@ -20,23 +20,38 @@ from doctor.results import Expected, ModelFacts
 LEVEL = 0.9
 Z90 = 1.6448536269514722
 WIDEN_SD_PER_UNIT = 0.5  # extra sd on the model scale per unit outside the domain (decade of size, bit, 0.1 sparsity)
-_UNITS = {"log10_params_b": 1.0, "bits": 1.0, "log10_tokens_per_param": 1.0}
 MC_DRAWS = 4000
 
 
 @dataclass(frozen=True)
 class ScalePrediction:
-    """A prediction on the model's scale t = log(delta + eps): mean, variance and domain verdict."""
+    """A prediction on the model's scale t (features.to_scale): mean, variance, cap and domain verdict."""
 
     mean: float
     var: float
     in_domain: bool
     warning: str | None
     offset_var: float  # the part of var that is the unknown model/family offset (what adaptation updates)
+    cap: float | None = None  # log(vocab / dense PPL) of this case
 
     @property
     def sd(self) -> float:
         return math.sqrt(self.var)
+
+    def delta(self, z: float = 0.0) -> float:
+        """The log PPL ratio at mean + z sd (never past the cap)."""
+        return float(F.from_scale(self.mean + z * self.sd, self.cap))
+
+
+@dataclass(frozen=True)
+class RowPrediction:
+    """Median and 90% bounds of delta (log PPL ratio) for one table row."""
+
+    point: float
+    lower: float
+    upper: float
+    in_domain: bool
+    cap: float
 
 
 def outside(case: F.Case, domain: dict[str, list[float]]) -> dict[str, float]:
@@ -44,11 +59,10 @@ def outside(case: F.Case, domain: dict[str, list[float]]) -> dict[str, float]:
     out = {}
     for axis, value in F.domain_axes(case).items():
         if axis not in domain:
-            out[axis] = 1.0  # e.g. a sparsity for a kind with no training rows at all
+            out[axis] = 1.0  # e.g. bits for a method class, or a sparsity for a kind, with no training rows
             continue
         lo, hi = domain[axis]
-        unit = _UNITS.get(axis, 0.1)
-        gap = max(lo - value, value - hi, 0.0) / unit
+        gap = max(lo - value, value - hi, 0.0) / F.axis_unit(axis)
         if gap > 1e-9:
             out[axis] = gap
     return out
@@ -63,9 +77,13 @@ def _describe(case: F.Case, gaps: dict[str, float], domain: dict[str, list[float
     parts = []
     for axis in gaps:
         value = F.domain_axes(case)[axis]
-        lo, hi = domain.get(axis, [math.nan, math.nan])
-        if axis == "log10_params_b":
-            parts.append(f"{case.params_b * 1e9:.3g} parameters (training table: {10**lo:.3g}B-{10**hi:.3g}B)")
+        if axis not in domain:
+            parts.append(f"{axis} {value:.3g} (no training rows for this class)")
+            continue
+        lo, hi = domain[axis]
+        if F.is_params_axis(axis):
+            parts.append(f"{case.params_b * 1e9:.3g} parameters (training table: {10**lo:.3g}B-{10**hi:.3g}B "
+                         f"for {case.kind})")
         else:
             parts.append(f"{axis} {value:.3g} (training table: {lo:.3g}-{hi:.3g})")
     return "outside the training domain: " + "; ".join(parts) + "; interval widened"
@@ -76,6 +94,11 @@ class Predictor:
 
     def __init__(self, model: dict, meta: dict, health: dict | None = None, name: str = DEGRADATION_FILE,
                  sha256: str = ""):
+        from doctor.errors import DataError
+
+        if model.get("encoding_version") != F.ENCODING_VERSION:
+            raise DataError(f"{name}: fitted with feature encoding {model.get('encoding_version')}, this tool "
+                            f"uses {F.ENCODING_VERSION}; refit with `doctor predictor fit`")
         self.model = model
         self.meta = meta
         self.health = health  # the baseline-health artifact's model part
@@ -83,6 +106,9 @@ class Predictor:
         self.sha256 = sha256
         self.coef = np.asarray(model["coef"], dtype=float)
         self.cov = np.asarray(model["cov"], dtype=float)
+        self.methods = set(model.get("methods", []))
+        unidentified = model.get("unidentified", {})
+        self.prior_sd = np.array([float(unidentified.get(n, 0.0)) for n in model["features"]])
 
     @classmethod
     def load(cls, path: Path | str) -> Predictor:
@@ -103,24 +129,47 @@ class Predictor:
             return float(effect[0]), float(effect[1])
         return 0.0, max(float(self.model["family_var"]), 0.0)
 
+    def unknown_method(self, case: F.Case) -> str | None:
+        """Why this case's method is outside the training table (None when some training row used it)."""
+        name = case.method_name
+        if name is None or name in self.methods:
+            return None
+        return F.mapping_note(name, case.kind, case.bits)
+
     def predict_case(self, case: F.Case) -> ScalePrediction:
         domain = self.model["domain"]
         gaps = outside(case, domain)
         x = F.encode(F.clamp_to_domain(case, domain))
         offset, offset_var = self.family_offset(case.family)
         resid = self.model["resid_var_by_kind"].get(case.kind, self.model["resid_var"])
-        var = float(x @ self.cov @ x) + offset_var + resid
-        var += widening_var(gaps)
-        warning = _describe(case, gaps, domain) if gaps else None
+        var = float(x @ self.cov @ x) + offset_var + resid + widening_var(gaps)
+        notes = [_describe(case, gaps, domain)] if gaps else []
+        unknown = [n for n, v, sd in zip(self.model["features"], x, self.prior_sd, strict=True) if sd and v]
+        if unknown:  # effects the training table cannot estimate: their prior spread, not a silent zero
+            var += float(np.sum((self.prior_sd * x) ** 2))
+            notes.append("not identified by the training table: " + ", ".join(unknown) + "; interval widened")
+        method_note = self.unknown_method(case)
+        if method_note:
+            var += float(self.model.get("unknown_method_sd", {}).get(case.kind, 1.0)) ** 2
+            notes.append(method_note + "; interval widened")
+        in_domain = not gaps and not unknown and not method_note
         # everything but the residual noise is this model's unknown offset: what its mild checkups can tell
-        return ScalePrediction(float(x @ self.coef) + offset, var, not gaps, warning, var - resid)
+        return ScalePrediction(float(x @ self.coef) + offset, var, in_domain, "; ".join(notes) or None,
+                               var - resid, case.cap)
+
+    def predict_row(self, row: dict) -> RowPrediction:
+        """Median and 90% bounds of delta for one training-table-layout row."""
+        pred = self.predict_case(F.case_from_row(row))
+        return RowPrediction(pred.delta(), pred.delta(-Z90), pred.delta(Z90), pred.in_domain,
+                             F.cap_or_default(pred.cap))
 
     def predict_delta_samples(self, cases: list[F.Case], seed: int = 0) -> tuple[np.ndarray, list[ScalePrediction]]:
         """Monte Carlo draws of the summed delta of several leaves (a compose), treating them as independent."""
         rng = np.random.default_rng(seed)
         preds = [self.predict_case(c) for c in cases]
-        draws = sum(F.from_scale(rng.normal(p.mean, p.sd, MC_DRAWS)) for p in preds)
-        return np.asarray(draws), preds
+        draws = sum(F.from_scale(rng.normal(p.mean, p.sd, MC_DRAWS), p.cap) for p in preds)
+        cap = min(F.cap_or_default(p.cap) for p in preds)
+        return np.minimum(np.asarray(draws), cap), preds
 
     def predict(self, facts: ModelFacts, modification: dict, metric: str = "ppl_ratio", *,
                 realized: dict | None = None, corpus: str | None = None, ctx: float | None = None) -> Expected:
@@ -147,7 +196,7 @@ class Predictor:
 def expected_from_scale(pred: ScalePrediction, metric: str, name: str) -> Expected:
     """Point = median, 90% interval, in ratio units (exp of the log ratio)."""
     lo, mid, hi = (pred.mean - Z90 * pred.sd, pred.mean, pred.mean + Z90 * pred.sd)
-    ratio = [math.exp(float(F.from_scale(t))) for t in (lo, mid, hi)]
+    ratio = [math.exp(float(F.from_scale(t, pred.cap))) for t in (lo, mid, hi)]
     return Expected(metric=metric, point=ratio[1], lower=ratio[0], upper=ratio[2], level=LEVEL,
                     in_domain=pred.in_domain, warning=pred.warning, predictor=name)
 
@@ -156,7 +205,7 @@ def with_observation(expected: Expected, observed_ratio: float, pred: ScalePredi
     """Residual (observed - predicted log ratio), z on the model scale, and where the observation falls."""
     observed = math.log(observed_ratio)
     residual = observed - math.log(expected.point)
-    z = (float(F.to_scale(observed)) - pred.mean) / pred.sd if pred is not None else None
+    z = (float(F.to_scale(observed, pred.cap)) - pred.mean) / pred.sd if pred is not None else None
     side = "above" if observed_ratio > expected.upper else "below" if observed_ratio < expected.lower else "inside"
     return replace_expected(expected, residual=residual, z=z, outside=side)
 

@@ -25,6 +25,7 @@ from doctor.resources import PREDICTORS_DIR
 log = logging.getLogger(__name__)
 
 FAMILY_FACTS = PREDICTORS_DIR / "data" / "family_facts.csv"
+VOCAB_SIZES = PREDICTORS_DIR / "data" / "vocab_sizes.csv"
 COLUMNS = [
     "source", "source_ref", "model_family", "model", "params_b", "n_layers", "hidden_size", "method", "kind", "bits",
     "group_size", "sparsity", "pattern", "calibration", "metric", "value", "baseline_value", "notes",
@@ -65,6 +66,29 @@ def family_fact(family: str | None, model: str | None = None) -> FamilyFact | No
                   None) or next((r for r in candidates if not r["model_match"]), candidates[0])
     tokens = float(chosen["training_tokens"]) if chosen["training_tokens"] else None
     return FamilyFact(family=chosen["family"], training_tokens=tokens, source=chosen["source"])
+
+
+@lru_cache(maxsize=1)
+def _vocab_sizes() -> dict[str, float]:
+    with VOCAB_SIZES.open(newline="") as fh:
+        return {r["model_family"].lower(): float(r["vocab"]) for r in csv.DictReader(fh)}
+
+
+def vocab_of(family: object) -> float:
+    """The family's vocabulary size (vocab_sizes.csv, from the models' configs); NaN when not listed."""
+    return _vocab_sizes().get(str(family).lower(), math.nan)
+
+
+def _dense_ppl(frame: pd.DataFrame) -> pd.Series:
+    """The dense perplexity behind each row's cap: its baseline, or for ratio rows (baseline 1) the median
+    dense WikiText-2 perplexity the table gives for the same model (else for the whole table)."""
+    dense = frame.baseline_value.astype(float).copy()
+    ratio = frame.metric == "wikitext2_ppl_ratio"
+    wiki = frame[frame.metric == "wikitext2_ppl"]
+    per_model = wiki.groupby("model").baseline_value.median().to_dict()
+    overall = float(wiki.baseline_value.median()) if len(wiki) else math.nan
+    dense[ratio] = [per_model.get(m, overall) for m in frame.model[ratio]]
+    return dense
 
 
 def read_rows(path: Path) -> pd.DataFrame:
@@ -108,20 +132,50 @@ def _fill_quoted_dense(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def degradation_rows(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """Compressed perplexity rows with a within-row baseline and the target `delta` = log(value / baseline)."""
+_NUMERIC = ("params_b", "n_layers", "hidden_size", "bits", "group_size", "sparsity", "value", "baseline_value")
+
+
+def unusable_reason(row: dict) -> str | None:
+    """Why a row (numeric columns already coerced) cannot be a degradation training or test row; None if it can."""
+    metric = str(row["metric"])
+    if str(row["method"]) == "fp16":
+        return "dense reference row (method fp16)"
+    if not (metric in PPL_METRICS or metric.endswith("_ppl")):
+        return f"metric '{metric}' is not a perplexity"
+    if not row["value"] > 0:
+        return "value is missing, not a number or not positive"
+    if not row["baseline_value"] > 0:
+        return "no dense value in the row (baseline_value missing, not a number or not positive)"
+    if is_combined(row):
+        return "combined compression (pruning plus a quantizer) is not a single modification"
+    if act_bits_of(row["notes"]) < 16:
+        return "weight+activation quantization (W?A? in notes); the tool quantizes weights only"
+    return None
+
+
+def degradation_rows_with_reasons(frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, list[dict]]:
+    """Compressed perplexity rows with a within-row baseline and the target `delta` = log(value / baseline),
+    and every other row with the reason it was left out (`row` is the 0-based data row)."""
     frame = _fill_quoted_dense(pd.concat(frames, ignore_index=True))
-    ppl = frame.metric.isin(PPL_METRICS) | frame.metric.astype(str).str.endswith("_ppl")
-    frame = frame[(frame.method != "fp16") & ppl]
-    frame = frame[frame.baseline_value.notna() & (frame.baseline_value > 0) & (frame.value > 0)]
-    frame = frame[[not is_combined(r) for r in frame.to_dict("records")]].copy()
+    for column in _NUMERIC:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    reasons = [unusable_reason(r) for r in frame.to_dict("records")]
+    dropped = [{"row": int(i), "source": str(r["source"]), "model": str(r["model"]), "method": str(r["method"]),
+                "reason": why} for i, (r, why) in enumerate(zip(frame.to_dict("records"), reasons, strict=True)) if why]
+    frame = frame[[why is None for why in reasons]].copy()
     frame["act_bits"] = frame.notes.map(act_bits_of)
-    frame = frame[frame.act_bits >= 16].copy()  # weight-only: the tool quantizes weights only
     frame["delta"] = np.log(frame.value / frame.baseline_value)
     frame["ctx"] = frame.notes.map(context_of)
     facts = [family_fact(f, m) for f, m in zip(frame.model_family, frame.model, strict=True)]
     frame["training_tokens"] = [f.training_tokens if f and f.training_tokens else math.nan for f in facts]
-    return frame.reset_index(drop=True)
+    frame["vocab"] = frame.model_family.map(vocab_of)
+    frame["dense_ppl"] = _dense_ppl(frame)
+    return frame, dropped
+
+
+def degradation_rows(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The usable rows of degradation_rows_with_reasons, renumbered."""
+    return degradation_rows_with_reasons(frames)[0].reset_index(drop=True)
 
 
 def baseline_rows(frames: list[pd.DataFrame]) -> pd.DataFrame:

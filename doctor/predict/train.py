@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -18,17 +19,32 @@ log = logging.getLogger(__name__)
 
 LITERATURE = "literature.csv"
 OBSERVATIONS = "observations.csv"
+HOME_ENV = "MODEL_DOCTOR_HOME"
+
+
+def user_predictors_dir() -> Path:
+    """Where `fit` writes and `add` appends by default: $MODEL_DOCTOR_HOME/predictors, else the user's
+    application data folder (never the installed package)."""
+    import click
+
+    home = os.environ.get(HOME_ENV)
+    return Path(home).expanduser() / "predictors" if home else Path(click.get_app_dir("model-doctor")) / "predictors"
+
+
+def user_observations() -> Path:
+    return user_predictors_dir() / "data" / OBSERVATIONS
 
 
 def table_paths(data_dir: Path, observations: bool = True) -> list[Path]:
-    """literature.csv (required) and observations.csv (when present and wanted)."""
+    """literature.csv (required), then observations.csv beside it and the user's own (when present and wanted)."""
     literature = Path(data_dir) / LITERATURE
     if not literature.is_file():
         raise DataError(f"{literature}: training table not found")
     paths = [literature]
-    extra = Path(data_dir) / OBSERVATIONS
-    if observations and extra.is_file():
-        paths.append(extra)
+    if observations:
+        for extra in (Path(data_dir) / OBSERVATIONS, user_observations()):
+            if extra.is_file() and all(extra.resolve() != p.resolve() for p in paths):
+                paths.append(extra)
     return paths
 
 

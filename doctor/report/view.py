@@ -13,12 +13,13 @@ from doctor.results import CheckupResult, Examination, Finding, Measurement, Tex
 from doctor.spec.checkup import SEVERITIES
 
 # Columns of the checkup overview, in this order, when any checkup measured them.
-SUMMARY_KEYS = ("ppl_ratio", "kl_mean", "top1_agreement", "effective_bits", "sparsity", "params_ratio",
+SUMMARY_KEYS = ("ppl_ratio", "kl_mean", "top1_agreement", "effective_bits", "sparsity", "coverage", "params_ratio",
                 "size_mb", "latency_ms")
 # The order of metric rows in a checkup's detail table; other keys follow alphabetically.
 METRIC_ORDER = ("ppl", "ppl_ratio", "nll_delta", "kl_mean", "kl_max", "kl_p999", "kl_p99", "kl_p95", "kl_p90",
                 "kl_median", "top1_agreement", "delta_p_mean", "delta_p_rms", "delta_p_p01", "delta_p_p99",
-                "kl_coverage", "kl_coverage_min", "layer_error_max", "layer_error_mean", "effective_bits", "sparsity", "params",
+                "kl_coverage", "kl_coverage_min", "layer_error_max", "layer_error_mean", "effective_bits", "sparsity",
+                "coverage", "params",
                 "params_ratio", "size_mb", "latency_ms")
 
 Pairs = list[tuple[str, str]]

@@ -23,6 +23,17 @@ class CalibrationSpec(Spec):
     seed: int = 0
 
 
+class TargetSpec(Spec):
+    """Narrows a weight modification to some module types and/or decoder layers (default: every target)."""
+
+    modules: list[Literal["attention", "mlp", "experts", "shared_expert", "ssm"]] | None = Field(
+        None, min_length=1, description="module types in scope; default: all"
+    )
+    layers: list[int] | None = Field(
+        None, min_length=1, description="decoder layer indices in scope (negative counts from the end); default: all"
+    )
+
+
 class QuantizeSpec(Spec):
     """Weight-only quantization of the linear layers in the decoder blocks."""
 
@@ -39,6 +50,7 @@ class QuantizeSpec(Spec):
     damp: float = Field(0.01, gt=0, lt=1, description="GPTQ/SparseGPT: dampening as a fraction of mean diag(H)")
     block_size: int = Field(128, ge=1, description="GPTQ/SparseGPT: columns per lazy-update block")
     grid: int = Field(20, ge=2, le=200, description="AWQ: points in the scale-exponent grid search")
+    targets: TargetSpec | None = None
     calibration: CalibrationSpec | None = None
 
     @model_validator(mode="after")
@@ -68,6 +80,7 @@ class PruneSpec(Spec):
         "kv_group",
         description="heads: remove whole KV groups (a KV head with its query heads) or query heads within groups",
     )
+    targets: TargetSpec | None = Field(None, description="unstructured and N:M only")
     calibration: CalibrationSpec | None = None
 
     @model_validator(mode="after")
@@ -88,6 +101,8 @@ class PruneSpec(Spec):
             raise ValueError("structured pruning ranks by 'magnitude' or 'wanda' importance, not 'sparsegpt'")
         if self.true_sequential and (self.method == "magnitude" or self.structure in ("heads", "channels")):
             raise ValueError("true_sequential applies only to wanda and sparsegpt unstructured or N:M pruning")
+        if self.targets is not None and self.structure in ("heads", "channels"):
+            raise ValueError("targets applies only to unstructured and N:M pruning")
         if self.head_unit != "kv_group" and self.structure != "heads":
             raise ValueError(f"head_unit applies only to structure 'heads', not '{self.structure}'")
         return self

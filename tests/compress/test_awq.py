@@ -7,7 +7,6 @@ import torch
 from conftest import make_context, state_snapshot
 from transformers.models.llama.modeling_llama import repeat_kv
 
-from doctor.compress import awq
 from doctor.compress.adapters import block_linears, decoder_layers, linear_weight, set_linear_weight
 from doctor.compress.awq import apply_awq, record_calls, search_scale, tie_scales, untie_scales
 from doctor.compress.capture import capture_layer_inputs
@@ -119,8 +118,10 @@ def test_awq_levels_and_realized_facts(fixture, request, tmp_path) -> None:
 
 
 def test_unknown_blocks_are_refused(tiny_llama, tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(awq, "SCALE_GROUPS", {})
+    from doctor.architectures.llama import LlamaLike
+
+    monkeypatch.setattr(LlamaLike, "scale_groups", lambda self, block: {})
     ctx = make_context(tiny_llama, tmp_path, samples=2, seq_len=16)
-    with pytest.raises(ModificationError, match="AWQ"):
+    with pytest.raises(ModificationError, match="^unsupported: AWQ"):
         apply_modification(QuantizeSpec(method="awq", bits=4), ctx)
     assert len(ctx.undo) == 0

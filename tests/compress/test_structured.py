@@ -58,7 +58,7 @@ def test_shrink_linear_keeps_the_selected_rows_and_columns(make):
 def test_wanda_head_score_by_hand():
     """Each query head's score is sum over its o_proj input columns j of sum_i |W_ij| * ||X_j||."""
     from transformers import LlamaConfig
-    from transformers.models.llama.modeling_llama import LlamaAttention
+    from transformers.models.llama.modeling_llama import LlamaAttention, LlamaMLP
 
     cfg = LlamaConfig(hidden_size=4, num_attention_heads=2, num_key_value_heads=1, head_dim=2)
     attn = LlamaAttention(cfg, 0)
@@ -66,6 +66,7 @@ def test_wanda_head_score_by_hand():
         attn.o_proj.weight.copy_(torch.tensor([[1.0, -2, 0, 1], [0, 1, -3, 0], [2, 0, 1, 0], [0, 0, 0, -1]]))
     block = nn.Module()
     block.self_attn = attn
+    block.mlp = LlamaMLP(cfg)  # a whole Llama-like block, as its architecture adapter recognises it
     a = attention_of(block)
     norm = torch.tensor([1.0, 2.0, 0.5, 3.0])
     q, kv = head_scores(a, "wanda", norm)
@@ -81,15 +82,12 @@ def _dead_heads(patient) -> list[int]:
         a = attention_of(block)
         g = i % a.kv_heads
         per = a.heads // a.kv_heads
-        q = torch.arange(g * per * a.head_dim, (g + 1) * per * a.head_dim)
-        kv = torch.arange(g * a.head_dim, (g + 1) * a.head_dim)
-        width = a.heads * a.head_dim
+        q_heads = torch.arange(g * per, (g + 1) * per)
         with torch.no_grad():
-            for attr, role in a.inputs.items():
+            for attr, (q_of, kv_of) in a.inputs.items():
                 w = linear_weight(getattr(a.module, attr))
-                rows = {"q": q, "k": kv, "v": kv}.get(role, torch.cat([q, width + q, 2 * width + q]))
-                w[rows] = 0
-            linear_weight(getattr(a.module, a.out))[:, q] = 0
+                w[torch.isin(q_of, q_heads) | (kv_of == g)] = 0
+            linear_weight(getattr(a.module, a.out))[:, torch.arange(g * per * a.head_dim, (g + 1) * per * a.head_dim)] = 0
         dead.append(g)
     return dead
 

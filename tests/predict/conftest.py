@@ -8,6 +8,14 @@ from predict_builders import checkup, demo_facts, examination
 from doctor.results import Examination
 
 
+@pytest.fixture(autouse=True)
+def user_home(tmp_path, monkeypatch):
+    """The user's predictors folder lives in a fresh temporary home: no test reads or writes a real one."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("MODEL_DOCTOR_HOME", str(home))
+    return home
+
+
 @pytest.fixture
 def demo_exam() -> Examination:
     return examination(demo_facts(), [

@@ -137,8 +137,8 @@ def test_literature_leave_one_family_out():
     held = held_out_accuracy(frame)
     assert len(held) == len(frame) and np.all(held.lower <= held.pred) and np.all(held.pred <= held.upper)
     overall = summarize(held).set_index("kind").loc["overall"]
-    assert 0.8 <= overall.coverage_90 <= 0.99
-    assert overall.mae_model < overall.mae_naive
+    assert 0.8 <= overall.coverage90 <= 0.99
+    assert overall.mae < overall.naive_bucket_mae
 
 
 def test_cli_evaluate_and_show_report_accuracy():

@@ -98,7 +98,7 @@ def test_cli_add_fit_show(tmp_path, demo_exam):
     assert bad.exit_code == 2 and "nope.json" in bad.output
 
 
-def test_cli_evaluate_prints_the_leave_one_family_out_table(tmp_path):
+def test_cli_evaluate_prints_held_out_tables(tmp_path):
     from doctor.cli import main
 
     data = tmp_path / "data"
@@ -106,11 +106,19 @@ def test_cli_evaluate_prints_the_leave_one_family_out_table(tmp_path):
     table = pd.read_csv(PREDICTORS_DIR / "data" / "literature.csv", dtype=str, keep_default_na=False)
     keep = ("OPT", "BLOOM", "Falcon")  # a small table keeps the refits fast
     table[table.model_family.isin(keep)].to_csv(data / "literature.csv", index=False)
-    result = CliRunner().invoke(main, ["predictor", "evaluate", "--data", str(data), "--by-family"])
+    out = tmp_path / "numbers.json"
+    result = CliRunner().invoke(main, ["predictor", "evaluate", "--data", str(data), "--by", "family", "--groups",
+                                       "--json", str(out)])
     assert result.exit_code == 0, result.output
-    assert "3 families" in result.output
+    assert "Leave-one-family-out" in result.output and "3 families" in result.output
     header = next(line for line in result.output.splitlines() if line.startswith("kind"))
-    assert header.split() == ["kind", "rows", "mae_model", "mae_naive", "coverage_90", "families"]
+    assert header.split() == ["kind", "n", "mae", "median_ae", "naive_kind_mae", "naive_bucket_mae",
+                              "naive_bucket_median_ae", "coverage90", "median_width", "in_domain"]
+    assert "quantization bits=3" in result.output  # the per-bucket table
     overall = next(line for line in result.output.splitlines() if line.startswith("overall")).split()
-    assert overall[-1] == "3" and overall[-2].endswith("%") and float(overall[2]) >= 0
-    assert all(f in result.output for f in keep)  # --by-family: one row per held-out family
+    assert overall[-3].endswith("%") and float(overall[2]) >= 0
+    assert all(f in result.output for f in keep)  # --groups: one row per held-out family
+    numbers = json.loads(out.read_text())
+    assert numbers["mode"] == "leave-one-family-out" and numbers["skipped"] == []
+    assert {"n", "mae", "median_ae", "naive_kind_mae", "naive_bucket_mae", "coverage90"} <= set(numbers["overall"])
+    assert "quantization" in numbers["by_kind"] and numbers["beyond_uniform_guessing"] == 0

@@ -1,4 +1,5 @@
-"""Fitting recovers a known law; the fitted literature model passes leave-one-family-out acceptance."""
+"""Fitting recovers a known law; the literature model, evaluated leave-one-source-out, beats the naive medians
+with honest intervals, never past uniform guessing, and flags every method it has never seen."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 
 from doctor.predict import features as F
-from doctor.predict.evaluate import held_out_predictions, is_acceptable, summarize
+from doctor.predict.evaluate import held_out_predictions, is_acceptable, report, summarize
 from doctor.predict.fit import fit_degradation
 from doctor.predict.table import COLUMNS, degradation_rows, family_fact, read_rows
 from doctor.resources import PREDICTORS_DIR
@@ -43,7 +44,7 @@ def synthetic_table(seed: int, family_sd: float = 0.2, noise_sd: float = 0.15) -
                 case = F.case_from_row({**row, "ctx": 2048.0, "training_tokens": fact.training_tokens})
                 x = dict(zip(F.FEATURES, F.encode(case), strict=True))
                 t = sum(LAW.get(k, 0.0) * v for k, v in x.items()) + offset + rng.normal(0, noise_sd)
-                row["value"] = 5.0 * math.exp(float(F.from_scale(t)))
+                row["value"] = 5.0 * math.exp(float(F.from_scale(t, case.cap)))
                 rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -70,17 +71,39 @@ def test_synthetic_interval_covers_new_families(synthetic_fit):
     predictor = Predictor(synthetic_fit, meta={})
     fresh = degradation_rows([synthetic_table(1)])  # new draws of every family offset and noise
     preds = [predictor.predict_case(F.case_from_row(r)) for r in fresh.to_dict("records")]
-    t = np.asarray(F.to_scale(fresh.delta.to_numpy()))
+    caps = np.array([F.case_from_row(r).cap for r in fresh.to_dict("records")])
+    t = np.asarray(F.to_scale(fresh.delta.to_numpy(), caps))
     z = np.abs(t - np.array([p.mean for p in preds])) / np.array([p.sd for p in preds])
     assert 0.8 <= float(np.mean(z <= 1.645)) <= 0.99
 
 
-def test_literature_leave_one_family_out_acceptance():
-    frame = degradation_rows([read_rows(PREDICTORS_DIR / "data" / "literature.csv")])
-    assert frame.model_family.nunique() >= 10
-    summary = summarize(held_out_predictions(frame))
-    overall = summary[summary.kind == "overall"].iloc[0]
-    assert 0.80 <= overall.coverage_90 <= 0.95
-    assert overall.mae_model < overall.mae_naive
-    assert is_acceptable(summary)
-    assert set(summary.kind) >= {"quantization", "unstructured", "semi-structured", "structured", "overall"}
+@pytest.fixture(scope="module")
+def literature() -> pd.DataFrame:
+    return degradation_rows([read_rows(PREDICTORS_DIR / "data" / "literature.csv")])
+
+
+@pytest.fixture(scope="module")
+def leave_one_source_out(literature) -> pd.DataFrame:
+    return held_out_predictions(literature, by="source")
+
+
+def test_literature_leave_one_source_out(literature, leave_one_source_out):
+    """The measured standing of the shipped table (predictors/README.md has the numbers): better than both
+    naive medians, 90% intervals covering 85-95% of unseen publications' rows, nothing past uniform guessing."""
+    held = leave_one_source_out
+    assert literature.source.nunique() >= 10 and len(held) == len(literature)
+    overall = summarize(held).iloc[-1]
+    assert overall.kind == "overall"
+    assert 0.85 <= overall.coverage90 <= 0.95
+    assert overall.mae < 0.9 * overall.naive_bucket_mae and overall.mae < overall.naive_kind_mae
+    assert is_acceptable(summarize(held))
+    assert report(held)["beyond_uniform_guessing"] == 0
+    assert (held.upper <= held.cap + 1e-9).all() and (held.lower <= held.pred).all()
+
+
+def test_unseen_method_names_are_never_in_domain(literature, leave_one_source_out):
+    held = leave_one_source_out
+    for source, part in held.groupby("held_out"):
+        seen = {m.lower() for m in literature[literature.source != source].method}
+        unseen = ~part.method.str.lower().isin(seen)
+        assert not part[unseen].in_domain.any(), source

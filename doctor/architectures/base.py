@@ -1,0 +1,170 @@
+"""What every architecture adapter answers: where a block's linears are, how heads and channels map onto their
+rows, which module feeds which (AWQ), and which parameters are deliberately left alone.
+
+Adapters recognise a decoder block by its structure (attribute names), not by `model_type`, so one adapter
+serves every family that shares a layout (Llama, Mistral, Qwen2 and Gemma share one). Anything an adapter
+cannot do raises `Unsupported`, which a checkup records as one "unsupported: reason" result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from doctor.errors import ModificationError
+
+
+class Unsupported(ModificationError):
+    """This architecture cannot do what a modification asks; the message starts with 'unsupported:'."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"unsupported: {reason}")
+
+
+def is_linear(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
+
+
+def linear_weight(module: nn.Module) -> torch.Tensor:
+    """The weight as (out_features, in_features); GPT-2's Conv1D stores the transpose."""
+    return module.weight.t() if type(module).__name__ == "Conv1D" else module.weight
+
+
+def all_linears(block: nn.Module) -> dict[str, nn.Module]:
+    """Every linear layer of a block, by name relative to the block, in definition order."""
+    return {name: m for name, m in block.named_modules() if name and is_linear(m)}
+
+
+def get(block: nn.Module, path: str) -> nn.Module | None:
+    """A submodule by dotted path, or None."""
+    module: nn.Module | None = block
+    for part in path.split("."):
+        module = getattr(module, part, None)
+        if module is None:
+            return None
+    return module
+
+
+def has(block: nn.Module, *paths: str) -> bool:
+    return all(get(block, p) is not None for p in paths)
+
+
+@dataclass(frozen=True)
+class ScaleGroup:
+    """AWQ: linears sharing one input, the module producing it (`prev`), and the module whose output is compared.
+
+    `shared`: when `prev` is a linear, how many of its LAST output rows feed the group (a fused producer such as
+    q|k|v or gate|up); None means all of them.
+    """
+
+    prev: str
+    inspect: str
+    shared: int | None = None
+
+
+@dataclass
+class Attention:
+    """Where one block's attention projections are and which head each of their rows serves.
+
+    `inputs` maps each input projection (q, k, v, or a fused qkv) to two per-row tensors: the query head the row
+    belongs to and the KV head it belongs to (-1 where neither). The output projection's input columns are laid
+    out query head after query head.
+    """
+
+    module: nn.Module
+    inputs: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    out: str
+    head_dim: int
+    heads: int
+    kv_heads: int
+
+
+@dataclass
+class Mlp:
+    """One feed-forward unit: input projections with the intermediate channel of each row, and the output one."""
+
+    module: nn.Module
+    inputs: dict[str, torch.Tensor]  # attribute -> channel index of each output row
+    out: str
+    width: int
+    config_key: str | None = None  # the config field giving this unit's width (same for every layer)
+
+
+def head_major(heads: int, head_dim: int) -> torch.Tensor:
+    """Head of each row in a projection laid out head after head."""
+    return torch.arange(heads * head_dim) // head_dim
+
+
+def none(rows: int) -> torch.Tensor:
+    return torch.full((rows,), -1, dtype=torch.long)
+
+
+def separate_qkv(heads: int, kv_heads: int, head_dim: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Row maps of separate q_proj, k_proj and v_proj."""
+    q, kv = head_major(heads, head_dim), head_major(kv_heads, head_dim)
+    return {"q_proj": (q, none(len(q))), "k_proj": (none(len(kv)), kv), "v_proj": (none(len(kv)), kv)}
+
+
+def stacked_qkv(heads: int, kv_heads: int, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row map of a fused projection stacking all q rows, then all k rows, then all v rows (GPT-2, Phi-3)."""
+    q, kv = head_major(heads, head_dim), head_major(kv_heads, head_dim)
+    return torch.cat([q, none(2 * len(kv))]), torch.cat([none(len(q)), kv, kv])
+
+
+@dataclass
+class Architecture:
+    """A family layout. Subclasses override what their layout supports; the defaults say 'unsupported'."""
+
+    name: str = "generic"
+    # linear names (relative to the block) kept on purpose, with the reason shown in the report
+    kept_linears: dict[str, str] = field(default_factory=dict)
+    # output projections that write into the residual stream (identity expansion zeroes them)
+    output_projections: tuple[str, ...] = ()
+
+    def matches(self, block: nn.Module) -> bool:
+        return True
+
+    def linears(self, block: nn.Module) -> dict[str, nn.Module]:
+        """The linears a weight modification targets, in definition order, within the block's declared scope."""
+        scope = getattr(block, "doctor_targets", None)  # set by a spec's `targets:` for one modification
+        return {n: m for n, m in all_linears(block).items()
+                if n not in self.kept_linears and (scope is None or n in scope)}
+
+    def kept(self, block: nn.Module) -> dict[str, str]:
+        """Parameters (beyond norms and embeddings) that stay as they are, with why."""
+        return {n: why for n, why in self.kept_linears.items() if get(block, n) is not None}
+
+    def module_type(self, name: str) -> str:
+        """'attention', 'mlp', 'experts', 'shared_expert', 'ssm' or 'other' for a linear's name."""
+        first = name.split(".")[0]
+        if any(k in first for k in ("attn", "attention")):
+            return "attention"
+        if first in ("mlp", "fc1", "fc2", "feed_forward"):
+            return "mlp"
+        return "other"
+
+    def groups(self, block: nn.Module) -> list[list[str]]:
+        """True-sequential groups of the target linears (one group per linear if the order is unknown)."""
+        return [[n] for n in self.linears(block)]
+
+    def scale_groups(self, block: nn.Module) -> dict[tuple[str, ...], ScaleGroup]:
+        """AWQ's producer of each group's input; groups without an exact producer are not scaled."""
+        return {}
+
+    def attention(self, block: nn.Module) -> Attention:
+        raise Unsupported(f"head pruning: attention layout of {type(block).__name__} ({self.name}) is not known")
+
+    def mlps(self, block: nn.Module) -> list[Mlp]:
+        raise Unsupported(f"channel pruning: MLP layout of {type(block).__name__} ({self.name}) is not known")
+
+    def prepare(self, block: nn.Module, undo) -> None:
+        """Make every target weight a linear layer for the modification's lifetime (fused experts); undoable."""
+
+    def layer_count_fields(self, config) -> list[str]:
+        """Config fields that list one entry per layer and can be set (read-only derived ones are skipped)."""
+        prop = getattr(type(config), "layer_types", None)
+        if isinstance(prop, property) and prop.fset is None:
+            return []
+        return ["layer_types"] if isinstance(getattr(config, "layer_types", None), list | tuple) else []

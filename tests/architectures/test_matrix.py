@@ -1,0 +1,48 @@
+"""The architecture matrix: every modification kind on every architecture family either works with full
+coverage of its targets or is one recorded "unsupported: reason" checkup; the model is restored bit for bit;
+README.md shows exactly these results."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from arch_matrix import KINDS, README, WEIGHT_KINDS, readme_block, reasons, row, run_arch
+from arch_zoo import CONFIGS
+
+# These cells are unsupported by design (there is nothing of that kind to remove); every other cell must work.
+UNSUPPORTED = {
+    ("mamba", "heads 25%"), ("mamba", "channels 30%"),
+    ("falcon", "heads 25%"),  # multi-query attention: one KV group, so no KV group can be removed
+}
+
+
+@pytest.mark.parametrize("arch", list(CONFIGS))
+def test_every_kind_works_or_is_unsupported(arch, tmp_path):
+    from doctor.architectures import architecture_of
+    from doctor.compress.adapters import decoder_layers
+
+    cells, model = None, None
+    from arch_zoo import tiny_model
+
+    model = tiny_model(arch)
+    assert architecture_of(decoder_layers(model)[0]).name != "generic"
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    config = model.config.to_dict()
+    cells, model = run_arch(arch, tmp_path, model)
+    for title, spec in KINDS:
+        cell = cells[title]
+        if (arch, title) in UNSUPPORTED:
+            assert cell.status == "error" and cell.error.startswith("unsupported: "), cell.error
+            continue
+        assert cell.status == "ok", f"{arch} {title}: {cell.error}"
+        if spec["kind"] in WEIGHT_KINDS:
+            assert cell.coverage == 1.0, f"{arch} {title}: coverage {cell.coverage}"
+        if spec["kind"] in ("expand_layers", "decode"):
+            assert cell.ppl_ratio == pytest.approx(1.0, abs=1e-5)  # identity init and decoding keep the function
+    after = model.state_dict()
+    assert after.keys() == before.keys()
+    assert all(torch.equal(after[k], before[k]) for k in before)
+    assert model.config.to_dict() == config
+    block = readme_block(README.read_text())
+    assert row(arch, cells) in block.splitlines(), "README matrix is stale: run tests/architectures/arch_matrix.py"
+    assert all(r in block.splitlines() for r in reasons(arch, cells))
