@@ -57,17 +57,12 @@ class ByteTokenizer:
 
 
 def random_llama(name: str, *, vocab: int, hidden: int, intermediate: int, layers: int, heads: int,
-                 kv_heads: int, context: int = 512) -> Patient:
+                 kv_heads: int, context: int = 512, tie: bool = False) -> Patient:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
-                      num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=context)
+                      num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=context,
+                      tie_word_embeddings=tie)
     model = LlamaForCausalLM(cfg).eval()
     return Patient(model=model, tokenizer=ByteTokenizer(vocab), facts=extract_facts(model, name), source="random")
-
-
-def llama3_8b_shapes(layers: int = 2) -> Patient:
-    """Llama-3-8B's layer shapes (hidden 4096, MLP 14336, 32 heads, 8 KV heads, 128K vocabulary), few layers."""
-    return random_llama(f"random llama-3-8b shapes x{layers}", vocab=128256, hidden=4096, intermediate=14336,
-                        layers=layers, heads=32, kv_heads=8, context=8192)
