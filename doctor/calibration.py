@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from doctor.architectures.vocab import check_token_ids
 from doctor.modifications.base import Calibration
 from doctor.spec.modification import CalibrationSpec
 from doctor.texts import calibration_windows, resolve_corpus, text_info, tokenize
@@ -24,5 +25,6 @@ class CalibrationProvider:
             text = resolve_corpus(spec.corpus, demo=self.patient.is_demo, purpose="calibration")
             ids = tokenize(text, self.patient.tokenizer)
             windows = calibration_windows(ids, spec.samples, seq_len, spec.seed)
+            check_token_ids(windows, self.patient.model, self.patient.tokenizer, f"calibration text {text.name}")
             self._cache[key] = Calibration(windows=windows, info=text_info(text, windows, spec.seed))
         return self._cache[key]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from doctor.architectures.vocab import check_token_ids
 from doctor.calibration import CalibrationProvider
 from doctor.checkup_run import DEFAULT_TASKS, Session, now_iso, one_line, run_checkup, window_progress
 from doctor.environment import describe
@@ -84,6 +85,7 @@ def prepare(patient: Patient, suite: Suite, options: Options, progress) -> tuple
     text = resolve_corpus(spec.corpus, demo=patient.is_demo, purpose="eval")
     needed = seq_len * spec.max_windows if spec.max_windows else None
     windows = eval_windows(tokenize(text, patient.tokenizer, needed), seq_len, spec.max_windows)
+    check_token_ids(windows, patient.model, patient.tokenizer, f"evaluation text {text.name}")
     info = text_info(text, windows, spec.seed)
     make_backend = _backend_factory(patient, options)
     start = time.perf_counter()

@@ -18,6 +18,7 @@ from torch import nn
 from doctor.architectures.base import Architecture, Attention, Mlp, ScaleGroup, Unsupported
 from doctor.architectures.falcon import Falcon
 from doctor.architectures.gpt2 import Gpt2
+from doctor.architectures.hybrid import Hybrid
 from doctor.architectures.llama import LlamaLike
 from doctor.architectures.mamba import Mamba
 from doctor.architectures.moe import MixtureOfExperts
@@ -32,7 +33,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "model_doctor.architectures"
-BUILTIN: tuple[Architecture, ...] = (MixtureOfExperts(), LlamaLike(), Phi3(), Gpt2(), Opt(), GptNeox(), Falcon(), Mamba())
+BUILTIN: tuple[Architecture, ...] = (
+    Hybrid(), MixtureOfExperts(), LlamaLike(), Phi3(), Gpt2(), Opt(), GptNeox(), Falcon(), Mamba(),
+)
 GENERIC = Architecture()
 
 

@@ -162,9 +162,16 @@ class Architecture:
     def prepare(self, block: nn.Module, undo) -> None:
         """Make every target weight a linear layer for the modification's lifetime (fused experts); undoable."""
 
-    def layer_count_fields(self, config) -> list[str]:
-        """Config fields that list one entry per layer and can be set (read-only derived ones are skipped)."""
-        prop = getattr(type(config), "layer_types", None)
+    def remap_layer_config(self, config, blocks: list[nn.Module], sources: list[int], undo) -> None:
+        """Make per-layer config fields follow a new block list (`sources[p]`: old index of new block p).
+
+        `layer_types` is remapped where it is stored; where it is a read-only property derived from other
+        fields (Mamba: from the layer count) it follows by itself.
+        """
+        key = getattr(config, "attribute_map", {}).get("layer_types", "layer_types")
+        prop = getattr(type(config), key, None)
+        values = getattr(config, "layer_types", None)
         if isinstance(prop, property) and prop.fset is None:
-            return []
-        return ["layer_types"] if isinstance(getattr(config, "layer_types", None), list | tuple) else []
+            return
+        if isinstance(values, list | tuple) and len(values) > max(sources):
+            undo.set_attr(config, "layer_types", [values[s] for s in sources])

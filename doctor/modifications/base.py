@@ -41,8 +41,8 @@ class UndoLog:
     def set_attr(self, obj: Any, name: str, value: Any) -> None:
         """`setattr`, remembering the old value (or its absence). Works for modules and configs."""
         old = getattr(obj, name, _MISSING)
+        setattr(obj, name, value)  # first: a refused set (a read-only property) must leave nothing to undo
         self._entries.append(("attr", obj, name, old))
-        setattr(obj, name, value)
 
     def set_item(self, container: Any, index: int, value: Any) -> None:
         """`container[index] = value` for lists and ModuleLists."""

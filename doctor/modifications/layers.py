@@ -63,11 +63,7 @@ def _replace_blocks(model: nn.Module, new_blocks: list[nn.Module], sources: list
     undo.set_attr(owner, attr, new_list)
     config = model.config
     undo.set_attr(config, "num_hidden_layers", len(new_blocks))
-    # per-layer lists (`layer_types`) follow the blocks; read-only derived ones (Mamba's) follow the count
-    for key in architecture_of(new_blocks[0]).layer_count_fields(config):
-        values = getattr(config, key)
-        if len(values) >= max(sources) + 1:
-            undo.set_attr(config, key, [values[s] for s in sources])
+    architecture_of(new_blocks[0]).remap_layer_config(config, new_blocks, sources, undo)
     _set_layer_indices(new_list, undo)
 
 

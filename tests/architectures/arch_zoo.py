@@ -28,6 +28,11 @@ CONFIGS: dict[str, tuple[str, dict]] = {
     "qwen2_moe": ("qwen2_moe", {**LLAMA_LIKE, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 64,
                                 "num_experts": 4, "num_experts_per_tok": 2, "decoder_sparse_step": 1}),
     "mamba": ("mamba", {"hidden_size": 64, "state_size": 8, "expand": 2}),
+    "jamba": ("jamba", {**LLAMA_LIKE, "num_experts": 4, "num_experts_per_tok": 2, "expert_layer_period": 2,
+                        "expert_layer_offset": 1, "attn_layer_period": 2, "attn_layer_offset": 1, "mamba_d_state": 8,
+                        "mamba_expand": 2}),
+    "bamba": ("bamba", {**LLAMA_LIKE, "mamba_n_heads": 8, "mamba_d_head": 16, "mamba_d_state": 8,
+                        "attn_layer_indices": [1]}),
 }
 
 

@@ -21,7 +21,7 @@ from tests.conftest import as_patient, make_context
 
 EXPECTED = {"gpt2": "gpt2", "opt": "opt", "llama": "llama", "mistral": "llama", "qwen2": "llama", "gemma2": "llama",
             "phi3": "phi3", "gpt_neox": "gpt_neox", "falcon": "falcon", "mixtral": "moe", "qwen2_moe": "moe",
-            "mamba": "mamba"}
+            "mamba": "mamba", "jamba": "hybrid", "bamba": "hybrid"}
 
 
 def test_every_family_has_its_adapter():
