@@ -39,6 +39,7 @@ class Session:
     make_backend: Any  # () -> Backend for the current model state
     out_dir: Path
     probe: Any = None  # doctor.metrics.layerwise.LayerProbe, when a checkup asks for layer metrics
+    pass_s: float = 0.0  # seconds of the baseline's evaluation pass, to price extra passes
     baseline_tasks: dict[str, Measurement] = field(default_factory=dict)
     progress: Any = lambda message: None
 
@@ -140,7 +141,13 @@ def measure(session: Session, checkup: Checkup, backend, ctx: ApplyContext, resu
         measured = against_baseline(session.base_pass, current, spec.bootstrap, spec.seed)
         metrics.update({k: v for k, v in measured.items() if k in wanted})
     if groups & {"layer_error", "attention"} and session.probe is not None:
+        probe_start = time.perf_counter()
         measured = session.probe.compare(session.patient.model, ctx.undo.originals())
+        if session.pass_s > 0:
+            metrics["layer_probe_passes"] = Measurement(
+                value=(time.perf_counter() - probe_start) / session.pass_s,
+                note="the layer probe's extra forward passes (eager attention, up to 4 windows) in evaluation passes",
+            )
         result.layers = merge_layers(result.layers, measured)
         metrics.update(layer_summary(result.layers))
     if "tasks" in groups:

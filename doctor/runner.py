@@ -103,13 +103,17 @@ def prepare(patient: Patient, suite: Suite, options: Options, progress) -> tuple
         plan=kl_plan(patient.facts.vocab, spec.kl_mode, spec.kl_target_mass, spec.kl_bytes_per_token, spec.kl_top_k),
         progress=window_progress(progress, "baseline:", info.windows),
     )
+    pass_s = time.perf_counter() - start  # one evaluation pass with the KL store: the unit of cost
     metrics = perplexity(base_pass, spec.bootstrap, spec.seed)
     session = Session(
         patient=patient, eval_spec=spec, windows=windows, text=info, base_pass=base_pass, cache=cache,
         calibration=CalibrationProvider(patient, suite.calibration, seq_len), make_backend=make_backend,
         out_dir=options.out_dir, progress=progress,
     )
+    session.pass_s = pass_s
+    probe_start = time.perf_counter()
     session.probe = _layer_probe(patient, suite, windows)
+    probe_s = time.perf_counter() - probe_start
     session.baseline_tasks = _baseline_tasks(patient, suite, backend)
     metrics.update(session.baseline_tasks)
     baseline = Baseline(
@@ -117,6 +121,8 @@ def prepare(patient: Patient, suite: Suite, options: Options, progress) -> tuple
         duration_s=round(time.perf_counter() - start, 3),
     )
     baseline.health.update(cache.describe(patient.facts.vocab))
+    if session.probe is not None:  # the probe's own passes (eager attention), priced in evaluation passes
+        baseline.health["layer_probe_passes"] = round(probe_s / max(pass_s, 1e-9), 3)
     baseline.health["backend"] = f"{backend.name}/{backend.provider}"  # the reference every checkup is held to
     baseline.health["checkup_backend"] = options.backend
     return session, baseline

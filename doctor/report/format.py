@@ -71,6 +71,7 @@ METRIC_LABELS: dict[str, str] = {
     "sparsity": "sparsity",
     "coverage": "coverage",
     "latency_ms": "latency (ms)",
+    "layer_probe_passes": "layer probe cost (passes)",
     "latency_torch_ms": "torch latency (ms)",
     "latency_ratio": "latency / torch",
     "throughput_tok_s": "throughput (tokens/s)",

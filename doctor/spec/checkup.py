@@ -17,7 +17,7 @@ METRIC_GROUPS: dict[str, tuple[str, ...]] = {
     "perplexity": ("ppl", "ppl_ratio", "nll_delta"),
     "kl": ("kl_mean", "kl_max", "kl_p999", "kl_p99", "kl_p95", "kl_p90", "kl_median", "top1_agreement",
            "delta_p_mean", "delta_p_rms", "delta_p_p01", "delta_p_p99", "kl_coverage", "kl_coverage_min"),
-    "layer_error": ("layer_error_max", "layer_error_mean"),
+    "layer_error": ("layer_error_max", "layer_error_mean", "layer_probe_passes"),
     "attention": ("attention_entropy_shift",),
     "tasks": (),  # keys are per task: acc:<task>, acc_norm:<task>, acc_drop:<task>
     "generation": ("repetition_rate", "distinct_1", "distinct_2", "mean_length", "generated_ppl"),

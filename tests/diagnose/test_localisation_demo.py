@@ -24,3 +24,5 @@ def test_even_damage_on_the_demo_fires_no_localisation_rule(demo_patient, tmp_pa
     top = sorted(cells, reverse=True)[: math.ceil(0.05 * len(cells))]
     assert sum(top) / sum(cells) < 0.2  # even: the top 5% of cells hold about their share
     assert not LOCALISATION & {f.rule for f in exam.findings}
+    # the probe's extra passes are priced, for the baseline's capture and for the checkup's comparison
+    assert exam.baseline.health["layer_probe_passes"] > 0 and c.metrics["layer_probe_passes"].value > 0
