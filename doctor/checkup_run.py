@@ -20,9 +20,9 @@ from doctor.modifications.base import ApplyContext, UndoLog
 from doctor.patient import Patient, count_params
 from doctor.results import CheckupResult, LayerStat, Measurement, TextInfo, ThresholdVerdict
 from doctor.spec.checkup import METRIC_GROUPS, Checkup, EvalSpec
+from doctor.tasks.format import DEFAULT_TASKS
 
 log = logging.getLogger(__name__)
-DEFAULT_TASKS = ("tinystories-cloze",)
 
 
 @dataclass

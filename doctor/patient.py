@@ -10,10 +10,21 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch loads in seconds; input checks must not wait for it
+    import torch
 
 from doctor.errors import ModelLoadError
+from doctor.model_files import (
+    check_config,
+    check_finite,
+    check_safetensors,
+    check_tokenizer,
+    hub_cached,
+    hub_offline,
+    is_hub_id,
+)
 from doctor.resources import DEMO_MODEL
 from doctor.results import ModelFacts
 
@@ -54,6 +65,7 @@ def _check_local(path: Path, allow_pickle: bool) -> None:
         raise ModelLoadError(f"{path}: not a model folder (expected a Hugging Face folder with config.json)")
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"{path}: no config.json; is this a Hugging Face model folder?")
+    check_config(path / "config.json")
     has_safetensors = any(path.glob("*.safetensors"))
     pickles = [p.name for p in path.iterdir() if p.suffix in _PICKLE_SUFFIXES]
     if not has_safetensors and pickles and not allow_pickle:
@@ -63,6 +75,25 @@ def _check_local(path: Path, allow_pickle: bool) -> None:
         )
     if not has_safetensors and not pickles:
         raise ModelLoadError(f"{path}: no weight files (*.safetensors) found")
+    for weights in sorted(path.glob("*.safetensors")):
+        check_safetensors(weights)
+    check_tokenizer(path)
+
+
+def check_reference(ref: str | None, *, allow_pickle: bool = False) -> tuple[str, Path, bool]:
+    """(source, path, is local): a local folder's files checked, or a hub id of the shape owner/name.
+
+    Cheap (no torch or transformers), so `examine` runs it before anything slow."""
+    source = resolve_reference(ref)
+    path = Path(source).expanduser()
+    local = path.exists()
+    if local:
+        _check_local(path, allow_pickle)
+    elif not is_hub_id(source):
+        raise ModelLoadError(f"{source}: no such folder (a hub model is named owner/name)")
+    elif hub_offline() and not hub_cached(source):
+        raise ModelLoadError(f"{source}: not in the local Hugging Face cache and HF_HUB_OFFLINE is set")
+    return source, path, local
 
 
 def weights_sha256(path: Path | None) -> str | None:
@@ -90,32 +121,41 @@ def load_patient(
     """Load a local Hugging Face folder or hub id (the bundled demo model when `ref` is None)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source = resolve_reference(ref)
-    path = Path(source).expanduser()
-    local = path.exists()
-    if local:
-        _check_local(path, allow_pickle)
-    elif source.startswith((".", "/", "~")) or source.count("/") > 1:
-        raise ModelLoadError(f"{source}: no such model folder")
+    source, path, local = check_reference(ref, allow_pickle=allow_pickle)
+    import torch
+
     torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+    offline = not local and hub_offline()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code,
+                                                  local_files_only=offline)
         model = AutoModelForCausalLM.from_pretrained(
             source,
             dtype=torch_dtype,
             use_safetensors=None if allow_pickle else True,
             trust_remote_code=trust_remote_code,
+            local_files_only=offline,
         )
     except ModelLoadError:
         raise
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"{source}: cannot load model: {first}") from None
+    except Exception as exc:  # transformers, the hub client and safetensors raise many types; all are one line
+        raise ModelLoadError(_load_failure(source, exc, offline)) from None
+    check_finite(model, source)
     model.eval()
     model.to(device)
     local_dir = path.resolve() if local else None
     facts = extract_facts(model, name=_display_name(source, local_dir), weights_dir=local_dir)
     return Patient(model=model, tokenizer=tokenizer, facts=facts, source=source, local_dir=local_dir)
+
+
+def _load_failure(source: str, exc: Exception, offline: bool) -> str:
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    if "trust_remote_code" in text:
+        return f"{source}: the model needs its own code from the hub; pass --trust-remote-code if you trust it"
+    if offline:
+        return f"{source}: not in the local Hugging Face cache and HF_HUB_OFFLINE is set ({first})"
+    return f"{source}: cannot load model: {first}"
 
 
 def _display_name(source: str, local_dir: Path | None) -> str:

@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 from doctor.errors import ConfigError
+from doctor.limits import MAX_SPEC_BYTES, read_text
 from doctor.resources import CHECKUPS_DIR
 from doctor.spec.checkup import Suite
 from doctor.spec.loading import load_model
@@ -34,5 +35,5 @@ def suite_path(ref: str) -> Path:
 def load_suite(ref: str) -> tuple[Suite, Path, str]:
     """The validated suite, its file and the file's SHA-256."""
     path = suite_path(ref)
-    raw = path.read_bytes()
-    return load_model(path, Suite, raw.decode("utf-8", errors="replace")), path, hashlib.sha256(raw).hexdigest()
+    text = read_text(path, MAX_SPEC_BYTES, "the suite file", ref)
+    return load_model(path, Suite, text), path, hashlib.sha256(text.encode("utf-8")).hexdigest()

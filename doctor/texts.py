@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from doctor.errors import DataError
+from doctor.errors import ConfigError, DataError
+from doctor.limits import MAX_CORPUS_BYTES, read_text
 from doctor.resources import DATA
 from doctor.results import TextInfo
 
@@ -55,9 +56,9 @@ def resolve_corpus(name: str, *, demo: bool, purpose: str) -> Text:
     if not path.is_file():
         raise DataError(f"{name}: not a bundled corpus ({', '.join(CORPORA)}) nor a text file")
     try:
-        content = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read as UTF-8 text: {exc}") from None
+        content = read_text(path, MAX_CORPUS_BYTES, "the corpus")
+    except ConfigError as exc:
+        raise DataError(str(exc)) from None
     return Text(path.name, path, content, False)
 
 

@@ -153,11 +153,19 @@ class Architecture:
         """AWQ's producer of each group's input; groups without an exact producer are not scaled."""
         return {}
 
+    def has_heads(self, block: nn.Module) -> bool:
+        """Whether this block has attention heads (a hybrid model's Mamba layers have none)."""
+        return True
+
     def attention(self, block: nn.Module) -> Attention:
         raise Unsupported(f"head pruning: attention layout of {type(block).__name__} ({self.name}) is not known")
 
     def mlps(self, block: nn.Module) -> list[Mlp]:
         raise Unsupported(f"channel pruning: MLP layout of {type(block).__name__} ({self.name}) is not known")
+
+    def router(self, block: nn.Module) -> nn.Module | None:
+        """The module choosing experts for this block's tokens (None: not a mixture-of-experts block)."""
+        return None
 
     def prepare(self, block: nn.Module, undo) -> None:
         """Make every target weight a linear layer for the modification's lifetime (fused experts); undoable."""

@@ -2,8 +2,9 @@
 that is dense (gate/up/down) or a mixture of experts (router + fused experts), under `feed_forward`.
 
 Targets: attention q/k/v/o, the Mamba projections (dt_proj, A_log, D, dt_bias and the convolution kept, as in
-plain Mamba), the dense MLP and every expert (split as for MoE blocks; the router is kept). Head pruning needs
-attention in every layer, so it is unsupported for a hybrid model; channel pruning works on every feed-forward.
+plain Mamba), the dense MLP and every expert (split as for MoE blocks; the router is kept). Head pruning prunes
+the attention layers (the config's head counts describe those only); channel pruning works on every
+feed-forward.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ class Hybrid(Architecture):
     def matches(self, block: nn.Module) -> bool:
         mixer = has(block, *ATTN, "self_attn.o_proj") or has(block, "mamba.in_proj", "mamba.out_proj")
         return mixer and has(block, "feed_forward", "pre_ff_layernorm")
+
+    def router(self, block: nn.Module) -> nn.Module | None:
+        return getattr(block.feed_forward, "router", None)
 
     def prepare(self, block: nn.Module, undo) -> None:
         if has(block, "feed_forward.experts") and is_fused(block.feed_forward.experts):
@@ -97,9 +101,12 @@ class Hybrid(Architecture):
                     f"which cannot describe layer {p} of the new order (from layer {sources[p]})"
                 )
 
+    def has_heads(self, block: nn.Module) -> bool:
+        return has(block, "self_attn")
+
     def attention(self, block: nn.Module) -> Attention:
         if not has(block, "self_attn"):
-            raise Unsupported("head pruning: a hybrid model has Mamba layers without attention heads")
+            raise Unsupported("head pruning: this hybrid model's layers are Mamba layers without attention heads")
         attn = block.self_attn
         hd = attn.head_dim
         heads, kv = linear_weight(attn.q_proj).shape[0] // hd, linear_weight(attn.k_proj).shape[0] // hd

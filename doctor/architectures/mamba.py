@@ -40,6 +40,9 @@ class Mamba(Architecture):
     def scale_groups(self, block: nn.Module) -> dict[tuple[str, ...], ScaleGroup]:
         return {("mixer.in_proj",): ScaleGroup("norm", "mixer")}
 
+    def has_heads(self, block: nn.Module) -> bool:
+        return False
+
     def attention(self, block: nn.Module) -> Attention:
         raise Unsupported("head pruning: a Mamba block has no attention heads")
 

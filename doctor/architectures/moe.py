@@ -79,6 +79,9 @@ class MixtureOfExperts(LlamaLike):
     def matches(self, block: nn.Module) -> bool:
         return has(block, *ATTN, "self_attn.o_proj", "mlp.gate", "mlp.experts")
 
+    def router(self, block: nn.Module) -> nn.Module | None:
+        return block.mlp.gate
+
     def prepare(self, block: nn.Module, undo) -> None:
         if is_fused(block.mlp.experts):
             undo.set_attr(block.mlp, "experts", SplitExperts.from_fused(block.mlp.experts))

@@ -21,8 +21,10 @@ def user_errors(verbose: bool = False):
     except DoctorError as exc:
         if verbose:
             raise
+        from doctor.limits import printable
+
         for line in str(exc).splitlines() or [type(exc).__name__]:
-            click.secho(f"error: {line}", fg="red", err=True)
+            click.secho(f"error: {printable(line)}", fg="red", err=True)  # never raw control characters
         sys.exit(EXIT_ERROR)
 
 

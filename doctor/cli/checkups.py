@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from doctor.cli import user_errors
@@ -40,23 +42,35 @@ def show(ctx: click.Context, suite: str) -> None:
 
 @checkups.command()
 @click.argument("files", nargs=-1, required=True)
-@click.pass_context
-def validate(ctx: click.Context, files: tuple[str, ...]) -> None:
-    """Validate suite files; every problem is one line naming file, line and key path."""
-    from doctor.suites import load_suite
+@click.option("--rules", "rule_dirs", multiple=True, type=click.Path(path_type=Path), help="Rule directory to check too.")
+def validate(files: tuple[str, ...], rule_dirs: tuple[Path, ...]) -> None:
+    """Validate suite files with the checks `examine` runs before loading a model: the suite, its task files,
+    corpora and task names (and rules with --rules). Every problem is one line naming file, line and key path."""
+    from doctor.diagnose import load_rules
+    from doctor.errors import DoctorError
+    from doctor.preflight import check_suite
 
     errors = 0
     for f in files:
         try:
-            suite, _, _ = load_suite(f)
-            click.echo(f"{f}: ok ({len(suite.checkups)} checkups)")
-        except Exception as exc:  # report every file, then exit 2 once
-            from doctor.errors import DoctorError
-
-            if not isinstance(exc, DoctorError):
-                raise
+            checked = check_suite(f)
+            click.echo(f"{f}: ok ({len(checked.suite.checkups)} checkups)")
+        except DoctorError as exc:  # report every file, then exit 2 once
             errors += 1
-            for line in str(exc).splitlines():
-                click.secho(f"error: {line}", fg="red", err=True)
+            _print_error(exc)
+    if rule_dirs:
+        try:
+            loaded = load_rules(list(rule_dirs))
+            click.echo(f"rules: ok ({len(loaded)} in effect)")
+        except DoctorError as exc:
+            errors += 1
+            _print_error(exc)
     if errors:
         raise SystemExit(2)
+
+
+def _print_error(exc: Exception) -> None:
+    from doctor.limits import printable
+
+    for line in str(exc).splitlines():
+        click.secho(f"error: {printable(line)}", fg="red", err=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -30,11 +31,21 @@ def _device(name: str) -> str:
     return name
 
 
-def _preflight_rules(rule_dirs: list[Path]) -> list:
-    """Malformed rule files are bad input: report them before any model is loaded."""
-    from doctor.diagnose import load_rules
-
-    return load_rules(rule_dirs)
+def resume_command(ctx: click.Context, out: Path) -> str:
+    """The exact command line that continues this examination: every option given, plus --out and --resume."""
+    words = ["doctor"] + (["-v"] if ctx.obj.get("verbose") else []) + ["examine"]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if param.name in ("out", "resume", "overwrite") or value is None or value == param.default:
+            continue
+        if isinstance(param, click.Argument):
+            words.append(str(value))
+        elif param.is_flag:
+            words.append(param.opts[0])
+        else:
+            for item in value if param.multiple else [value]:
+                words += [param.opts[0], str(item)]
+    return shlex.join([*words, "--out", str(out), "--resume"])
 
 
 @click.command()
@@ -46,6 +57,8 @@ def _preflight_rules(rule_dirs: list[Path]) -> list:
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder (default reports/<model>-<time>).")
 @click.option("--resume", is_flag=True, help="Reuse the results already in --out/results.jsonl.")
+@click.option("--overwrite", is_flag=True, help="Start again in an --out that holds an examination (its "
+              "results.jsonl is moved aside to results.jsonl.N).")
 @click.option("--fail-on", type=click.Choice(list(SEVERITIES)), default="high", show_default=True,
               help="Exit 1 when a finding has at least this severity.")
 @click.option("--max-windows", type=int, default=None, help="Override the suite's number of evaluation windows.")
@@ -56,44 +69,51 @@ def _preflight_rules(rule_dirs: list[Path]) -> list:
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub.")
 @click.pass_context
 def examine(ctx: click.Context, model: str | None, suite: str, rule_dirs: tuple[Path, ...], backend: str, device: str,
-            dtype: str, out: Path | None, resume: bool, fail_on: str, max_windows: int | None, no_predictor: bool,
-            predictor_dir: Path | None, allow_pickle: bool, trust_remote_code: bool) -> None:
+            dtype: str, out: Path | None, resume: bool, overwrite: bool, fail_on: str, max_windows: int | None,
+            no_predictor: bool, predictor_dir: Path | None, allow_pickle: bool, trust_remote_code: bool) -> None:
     """Examine MODEL (a Hugging Face folder or hub id; the bundled demo model when omitted)."""
     from doctor.cli.progress import Progress
-    from doctor.patient import load_patient
+    from doctor.errors import DoctorError
+    from doctor.patient import check_reference, load_patient
+    from doctor.preflight import check_out_dir, move_aside, preflight
     from doctor.runner import Options
     from doctor.runner import examine as run
-    from doctor.suites import load_suite
 
     verbose = ctx.obj["verbose"]
-    if resume and out is None:
-        with user_errors(verbose):
-            from doctor.errors import DoctorError
-
-            raise DoctorError("--resume needs --out pointing at the interrupted examination's folder")
     with user_errors(verbose):
-        loaded, path, sha = load_suite(suite)
-        if max_windows is not None:
-            loaded = loaded.model_copy(update={"eval": loaded.eval.model_copy(update={"max_windows": max_windows})})
-        rules = _preflight_rules(list(rule_dirs))
+        if resume and out is None:
+            raise DoctorError("--resume needs --out pointing at the interrupted examination's folder")
+        if resume and overwrite:
+            raise DoctorError("--resume and --overwrite exclude each other: continue the examination or start again")
+        if max_windows is not None and max_windows < 1:
+            raise DoctorError(f"--max-windows {max_windows}: the number of evaluation windows must be at least 1")
+        # everything the user supplied is checked before the model loads (which can take an hour)
+        checked = preflight(suite, list(rule_dirs), max_windows=max_windows)
+        if out is not None:
+            check_out_dir(out, resume=resume, overwrite=overwrite)
         if predictor_dir is not None and not no_predictor:
             _preflight_predictor(predictor_dir)
+        check_reference(model, allow_pickle=allow_pickle)
         device = _device(device)
         _quiet_transformers()
         patient = load_patient(model, device=device, dtype=dtype, allow_pickle=allow_pickle,
                                trust_remote_code=trust_remote_code)
-        out = out or _default_out(patient.facts.id)
+        if out is None:
+            out = _default_out(patient.facts.id)
+            check_out_dir(out, resume=resume, overwrite=overwrite)
         options = Options(out_dir=out, backend=backend, device=device, resume=resume, fail_on=fail_on,
-                          rule_dirs=list(rule_dirs), suite_path=_suite_label(path), suite_sha256=sha,
-                          use_predictor=not no_predictor, predictor_dir=predictor_dir, rules=rules)
-        out.mkdir(parents=True, exist_ok=True)
+                          rule_dirs=list(rule_dirs), suite_path=_suite_label(checked.path),
+                          suite_sha256=checked.sha256, use_predictor=not no_predictor, predictor_dir=predictor_dir,
+                          rules=checked.rules)
+        if overwrite and (moved := move_aside(out)) is not None:
+            click.echo(f"previous results moved to {moved}", err=True)
+        loaded = checked.suite
         try:
             with Progress(len(loaded.checkups)) as progress:
                 exam = run(patient, loaded, options, progress=progress.status, advance=progress.advance)
         except KeyboardInterrupt:
             click.secho(f"interrupted: finished checkups are kept in {out / 'results.jsonl'}; "
-                        f"continue with: doctor examine {model or ''} --suite {suite} --out {out} --resume",
-                        fg="yellow", err=True)
+                        f"continue with: {resume_command(ctx, out)}", fg="yellow", err=True)
             sys.exit(130)
         from doctor.report import write_reports
 

@@ -10,6 +10,7 @@ import click
 
 from doctor.cli import user_errors
 from doctor.errors import EXIT_ERROR, DoctorError
+from doctor.limits import printable
 
 _RULES_OPTION = click.option(
     "--rules", "rule_dirs", multiple=True, type=click.Path(path_type=Path), help="Extra rule directory (repeatable)."
@@ -48,7 +49,7 @@ def validate(files: tuple[Path, ...]) -> None:
         except DoctorError as exc:
             failed = True
             for line in str(exc).splitlines():
-                click.secho(f"error: {line}", fg="red", err=True)
+                click.secho(f"error: {printable(line)}", fg="red", err=True)
             continue
         click.echo(f"{path}: ok (rule {loaded.rule.id})")
     if failed:

@@ -228,35 +228,48 @@ def _prune_block_channels(units: list[Mlp], norms: list, spec: PruneSpec, undo: 
     return {"channels_removed": removed}
 
 
+def _units(blocks: list[nn.Module], heads: bool) -> list[list]:
+    """Per block, what is pruned: its attention (none for a hybrid model's Mamba layers) or its MLPs."""
+    if not heads:
+        return [mlps_of(b) for b in blocks]
+    parts = [[attention_of(b)] if architecture_of(b).has_heads(b) else [] for b in blocks]
+    if not any(parts):
+        attention_of(blocks[0])  # raises the adapter's reason
+    return parts
+
+
 def apply_structured(spec: PruneSpec, ctx: ApplyContext) -> Applied:
     """Remove heads or MLP channels from every decoder layer; realized facts give params before and after."""
     model = ctx.patient.model
     blocks = list(decoder_layers(model))
     params_before = count_params(model)
     heads = spec.structure == "heads"
-    parts = [[attention_of(b)] if heads else mlps_of(b) for b in blocks]
+    parts = _units(blocks, heads)
     norms, cal_info = _calibration_norms(spec, ctx, [[getattr(p.module, p.out) for p in ps] for ps in parts])
     stats = []
     for index, (units, norm) in enumerate(zip(parts, norms, strict=True)):
+        if not units:
+            continue
         if heads:
             extra = _prune_block_heads(units[0], norm[0], spec, ctx.undo)
         else:
             extra = _prune_block_channels(units, norm, spec, ctx.undo)
         stats.append(LayerStat(layer=index, extra={k: float(v) for k, v in extra.items()}))
     unit = "heads" if heads else "channels"
-    before = parts[0][0].heads if heads else sum(u.width for u in parts[0])
+    pruned = [ps for ps in parts if ps]
+    before = pruned[0][0].heads if heads else sum(u.width for u in pruned[0])
     removed = [int(s.extra[f"{unit}_removed"]) for s in stats]
     if heads:
         kept = {"heads": before - removed[-1]}
     else:
-        kept = {u.config_key: linear_weight(getattr(u.module, u.out)).shape[1] for u in parts[-1] if u.config_key}
-    _update_config(model, spec, parts[0][0] if heads else None, kept, ctx.undo)
+        kept = {u.config_key: linear_weight(getattr(u.module, u.out)).shape[1] for u in pruned[-1] if u.config_key}
+    _update_config(model, spec, pruned[0][0] if heads else None, kept, ctx.undo)
     params_after = count_params(model)
     realized = {
         "structure": spec.structure,
         f"{unit}_before": before,
         f"{unit}_removed_per_layer": removed,
-        f"{unit}_removed_fraction": sum(removed) / (before * len(blocks)),
+        f"{unit}_removed_fraction": sum(removed) / (before * len(pruned)),
         "params_before": params_before,
         "params_after": params_after,
         "params_ratio": params_after / params_before,

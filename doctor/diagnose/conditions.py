@@ -8,7 +8,6 @@ branch decided.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
@@ -31,6 +30,8 @@ from doctor.diagnose.operands import (
 )
 from doctor.diagnose.selectors import Scalar
 from doctor.diagnose.sweep import SweepOperand
+from doctor.safe_regex import RegexError, compile_safe
+from doctor.safe_regex import search as safe_search
 from doctor.spec.modification import Spec
 
 NUMERIC_OPS = ("<", "<=", ">", ">=")
@@ -99,6 +100,9 @@ class Compare(Spec):
 
     @model_validator(mode="after")
     def _operator_fits(self) -> Compare:
+        numbers = [self.factor, *(self.to if isinstance(self.to, list) else [self.to])]
+        if any(is_number(v) and not math.isfinite(v) for v in numbers):
+            raise ValueError("comparison values must be finite numbers (NaN compares false with everything)")
         if self.op in UNARY_OPS:
             if self.to is not None:
                 raise ValueError(f"operator '{self.op}' takes no 'to'")
@@ -111,9 +115,9 @@ class Compare(Spec):
             if not isinstance(self.to, str):
                 raise ValueError("operator 'matches' needs a regular expression string in 'to'")
             try:
-                re.compile(self.to)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression in 'to': {exc}") from None
+                compile_safe(self.to)
+            except RegexError as exc:
+                raise ValueError(f"'to': {exc}") from None
         if self.op == "contains" and not (
             isinstance(self.to, str) or isinstance(self.to, list) and all(isinstance(t, str) for t in self.to)
         ):
@@ -162,7 +166,7 @@ def apply_op(op: str, left: Any, right: Any) -> bool:
     if op == "contains":
         needles = [right] if isinstance(right, str) else right
         return isinstance(left, str) and any(n.lower() in left.lower() for n in needles)
-    return isinstance(left, str) and re.search(right, left) is not None
+    return isinstance(left, str) and safe_search(right, left) is not None
 
 
 class AllOf(Spec):

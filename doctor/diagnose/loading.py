@@ -19,8 +19,9 @@ from pydantic import ValidationError
 from doctor.diagnose.conditions import OPERAND_KEYS, TAG_PREFIXES
 from doctor.diagnose.rule import Rule, check_rule
 from doctor.errors import ConfigError
+from doctor.limits import MAX_SPEC_BYTES, read_text
 from doctor.resources import RULES_DIR
-from doctor.spec.loading import parse_yaml
+from doctor.spec.loading import MAX_REPORTED, parse_yaml
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +58,12 @@ def _clean_loc(loc: tuple) -> tuple:
 
 def _format(problems: list[tuple[tuple, str]], lines: dict[tuple, int], source: str, rule_id: str) -> str:
     out = []
-    for path, message in problems:
+    for path, message in problems[:MAX_REPORTED]:
         line = _line(lines, path)
         where = f"{source}:{line}" if line is not None else source
         out.append(f"{where}: rule {rule_id}: {_dotted(path)}: {message}")
+    if len(problems) > MAX_REPORTED:
+        out.append(f"{source}: rule {rule_id}: ... and {len(problems) - MAX_REPORTED} more problems")
     return "\n".join(out)
 
 
@@ -115,16 +118,10 @@ def _parse_cached(text: str, source: str) -> Rule:
 def load_rule_file(path: str | Path, source: str | None = None) -> LoadedRule:
     path = Path(path)
     source = source or str(path)
-    try:
-        raw = path.read_bytes()
-        text = raw.decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{source}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{source}: cannot read: {exc}") from None
+    text = read_text(path, MAX_SPEC_BYTES, "the rule file", source)
     rule = _parse_cached(text, source)
     builtin = source.startswith("builtin:")
-    return LoadedRule(rule, path, source, hashlib.sha256(raw).hexdigest(), builtin)
+    return LoadedRule(rule, path, source, hashlib.sha256(text.encode("utf-8")).hexdigest(), builtin)
 
 
 def rule_files(directory: Path) -> list[Path]:

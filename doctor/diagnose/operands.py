@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from doctor.diagnose import aggregates as agg
 from doctor.diagnose.selectors import calibration_corpus, checkup_params
@@ -83,6 +83,24 @@ class Operand(Spec):
         raise NotImplementedError
 
 
+def known_metric(value: Any) -> Any:
+    """A rule on a metric that no checkup produces would never fire: refuse it, with a suggestion.
+
+    Globs (`acc:*`) are accepted when they could match a metric key."""
+    from fnmatch import fnmatchcase
+
+    from doctor.spec.checkup import METRIC_KEYS, is_metric_key, unknown_metric_message
+
+    for key in [value] if isinstance(value, str) else value or []:
+        if any(ch in key for ch in "*?["):
+            if ":" in key or any(fnmatchcase(k, key) for k in METRIC_KEYS):
+                continue
+        elif is_metric_key(key):
+            continue
+        raise ValueError(unknown_metric_message(key))
+    return value
+
+
 def metric_value(checkup: CheckupResult, key: str) -> float | None:
     measurement = checkup.metrics.get(key)
     return None if measurement is None else measurement.value
@@ -98,6 +116,8 @@ class MetricOperand(Operand):
     tag: ClassVar[str] = "metric"
     needs_checkup: ClassVar[bool] = True
     metric: str = Field(min_length=1)
+
+    _known = field_validator("metric")(known_metric)
 
     def _default(self) -> str:
         return self.metric
@@ -158,6 +178,8 @@ class ExpectedOperand(Operand):
     needs_checkup: ClassVar[bool] = True
     expected: str | list[str] = Field(description="metric key, or keys to try in order")
     field: Literal[EXPECTED_FIELDS] = "outside"  # type: ignore[valid-type]
+
+    _known = field_validator("expected")(known_metric)
 
     def _default(self) -> str:
         return "expected"
@@ -257,6 +279,8 @@ class BaselineOperand(Operand):
 
     tag: ClassVar[str] = "baseline"
     baseline: str = Field(min_length=1)
+
+    _known = field_validator("baseline")(known_metric)
 
     def _default(self) -> str:
         return f"baseline_{self.baseline}"

@@ -7,17 +7,19 @@ path so the loader can name the line.
 
 from __future__ import annotations
 
+import difflib
 import math
 from typing import Any, Literal
 
-from jinja2 import StrictUndefined, TemplateError
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import StrictUndefined, TemplateError, meta
 from pydantic import Field, model_validator
 
 from doctor.diagnose.aggregates import layer_range
 from doctor.diagnose.conditions import Condition
 from doctor.diagnose.operands import Operand, is_number
+from doctor.diagnose.sandbox import BudgetedSandbox
 from doctor.diagnose.selectors import Selector
+from doctor.limits import MAX_TEMPLATE_CHARS
 from doctor.results import ModelFacts
 from doctor.spec.checkup import Severity
 from doctor.spec.modification import Spec
@@ -82,9 +84,10 @@ def layers(value: Any) -> str:
     return layer_range([int(v) for v in value]) if isinstance(value, (list, tuple)) else fmt(value)
 
 
-def environment() -> SandboxedEnvironment:
-    env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
-    env.filters.update(fmt=fmt, pct=pct, layers=layers)
+def environment() -> BudgetedSandbox:
+    env = BudgetedSandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+    env.guard_builtin_filters()
+    env.add_filters({"fmt": fmt, "pct": pct, "layers": layers})
     return env
 
 
@@ -92,7 +95,13 @@ ENV = environment()
 
 
 def render(template: str, context: dict[str, Any]) -> str:
-    return ENV.from_string(template).render(context).strip()
+    """Render a rule template within the operation, time and size budget of `doctor.limits`."""
+    return ENV.render_budgeted(template, context).strip()
+
+
+def undeclared_names(template: str) -> set[str]:
+    """Names a template reads from its context, found statically: every branch, not only the one taken."""
+    return meta.find_undeclared_variables(ENV.parse(template)) - set(ENV.globals)
 
 
 def template_context(
@@ -135,8 +144,27 @@ def check_rule(rule: Rule) -> list[tuple[tuple, str]]:
         checkups=["sample"], group=dict.fromkeys(rule.group_by, "sample"), patient=sample_patient,
     )  # fmt: skip
     for key in ("explanation", "recommendation"):
+        template = getattr(rule.finding, key)
+        if len(template) > MAX_TEMPLATE_CHARS:
+            problems.append((("finding", key), f"template of {len(template):,} characters, over the limit of "
+                             f"{MAX_TEMPLATE_CHARS:,}"))
+            continue
         try:
-            render(getattr(rule.finding, key), context)
+            unknown = sorted(undeclared_names(template) - set(context))
+        except TemplateError as exc:
+            problems.append((("finding", key), f"template: {exc.message or type(exc).__name__}"))
+            continue
+        except RecursionError:  # Jinja's parser recurses once per nested bracket or operator
+            problems.append((("finding", key), "template: expressions nested too deep"))
+            continue
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], list(context), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            problems.append((("finding", key), f"template names {', '.join(repr(u) for u in unknown)}, which this "
+                             f"rule does not produce{hint}; available: {', '.join(sorted(context))}"))
+            continue
+        try:
+            render(template, context)
         except TemplateError as exc:
             problems.append((("finding", key), f"template: {exc.message or type(exc).__name__}"))
         except Exception as exc:  # a template may fail in any way on sample values; report, never crash

@@ -9,7 +9,7 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from doctor.diagnose import aggregates as agg
 from doctor.diagnose.operands import (
@@ -20,6 +20,7 @@ from doctor.diagnose.operands import (
     Scope,
     field_value,
     is_number,
+    known_metric,
     metric_value,
 )
 from doctor.diagnose.selectors import Selector, checkup_params, select
@@ -45,6 +46,9 @@ class SweepOperand(Operand):
     )
     param: str | None = None
     realized: str | None = None
+
+    _known = field_validator("metric")(known_metric)
+
     field: Literal[CHECKUP_FIELDS] | None = None  # type: ignore[valid-type]
     select: Selector | None = None
     same: list[str] = Field(default_factory=list, description="parameters the members share with the subject")

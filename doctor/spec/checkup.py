@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Literal
 
@@ -31,6 +32,15 @@ _TASK_KEY = re.compile(r"^(acc|acc_norm|acc_drop|exact_match):[A-Za-z0-9_.-]+$")
 
 def is_metric_key(key: str) -> bool:
     return key in METRIC_KEYS or bool(_TASK_KEY.match(key))
+
+
+def unknown_metric_message(key: str) -> str:
+    """'unknown metric' with the closest known keys, for suites and rules alike."""
+    import difflib
+
+    close = difflib.get_close_matches(key, sorted(METRIC_KEYS), n=2)
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else f"known: {', '.join(sorted(METRIC_KEYS))}"
+    return f"unknown metric '{key}'; {hint} (task metrics are acc:<task>, acc_norm:<task>, acc_drop:<task>, exact_match:<task>)"
 
 
 class EvalSpec(Spec):
@@ -64,6 +74,13 @@ class Threshold(Spec):
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min}) is above max ({self.max})")
         return self
+
+    @field_validator("min", "max")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"a threshold must be a finite number, not {value}")
+        return value
 
     def passes(self, value: float) -> bool:
         return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from doctor.errors import ConfigError
+from doctor.limits import MAX_SPEC_BYTES, check_yaml_size, read_text
 from doctor.spec.modification import MODIFICATION_KINDS
 
 M = TypeVar("M", bound=BaseModel)
@@ -50,7 +51,10 @@ def _resolve_scalar(node: yaml.Node) -> Any:
 
 
 def parse_yaml(text: str, source: str) -> _Marked:
-    """Parse YAML safely (no tags that build objects), keeping a line for each key path."""
+    """Parse YAML safely (no tags that build objects), keeping a line for each key path.
+
+    Size, nesting and alias expansion are checked on the event stream first (`doctor.limits`)."""
+    check_yaml_size(text, source)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
@@ -97,10 +101,14 @@ _KINDS = ", ".join(MODIFICATION_KINDS)
 _UNION_TAGS = frozenset({*MODIFICATION_KINDS, "function-after"})
 
 
+MAX_REPORTED = 20  # problems listed per file; a file of a million unknown keys must not print a million lines
+
+
 def format_validation_error(exc: ValidationError, marked: _Marked, source: str) -> str:
-    """One line per problem: `file:line: key.path: message`."""
+    """One line per problem: `file:line: key.path: message` (at most `MAX_REPORTED`, then a count)."""
     out = []
-    for err in exc.errors():
+    errors = exc.errors()
+    for err in errors[:MAX_REPORTED]:
         path = _yaml_path(tuple(err["loc"]), marked.data)
         line = next((marked.lines[path[:i]] for i in range(len(path), -1, -1) if path[:i] in marked.lines), None)
         message = err["msg"].removeprefix("Value error, ")
@@ -111,6 +119,8 @@ def format_validation_error(exc: ValidationError, marked: _Marked, source: str) 
         elif err["type"] == "union_tag_not_found":
             message = f"missing key 'kind'; one of {_KINDS}"
         out.append(f"{source}:{line}: {_dotted(path)}: {message}")
+    if len(errors) > MAX_REPORTED:
+        out.append(f"{source}: ... and {len(errors) - MAX_REPORTED} more problems")
     return "\n".join(out)
 
 
@@ -119,12 +129,7 @@ def load_model(path: str | Path, model: type[M], text: str | None = None) -> M:
     path = Path(path)
     source = str(path)
     if text is None:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(f"{source}: no such file") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{source}: cannot read: {exc}") from None
+        text = read_text(path, MAX_SPEC_BYTES, "the file")
     marked = parse_yaml(text, source)
     if not isinstance(marked.data, dict):
         raise ConfigError(f"{source}:1: <root>: expected a mapping, got {type(marked.data).__name__}")

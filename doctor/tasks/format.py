@@ -29,10 +29,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator
 
-from doctor.errors import DataError
+from doctor.errors import ConfigError, DataError
+from doctor.limits import MAX_TASK_BYTES, MAX_TASK_CHARS, MAX_TASK_ITEMS, MAX_TASK_LINE_CHARS, read_text
+from doctor.safe_regex import RegexError, compile_safe
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 HEADER_FORMAT = "model-doctor-task"
+DEFAULT_TASKS = ("tinystories-cloze",)  # what the 'tasks' metric measures when a checkup names none
 ITEM_TYPES = ("multiple_choice", "generation", "open")
 _NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -52,7 +55,7 @@ class MultipleChoiceItem(_Item):
     type: Literal["multiple_choice"] = "multiple_choice"
     context: str
     choices: list[str] = Field(min_length=2)
-    gold: int = Field(ge=0)
+    gold: int = Field(ge=0, strict=True)  # strict: JSON `true` is not choice 1
 
     @field_validator("choices")
     @classmethod
@@ -82,16 +85,16 @@ class GenerationItem(_Item):
     def _compiles(cls, value: str | None) -> str | None:
         if value is not None:
             try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from None
+                compile_safe(value)
+            except RegexError as exc:
+                raise ValueError(str(exc)) from None
         return value
 
     def extract(self, continuation: str) -> str:
         """The answer a continuation gives: the regex's first group (or match), else the stripped text."""
         if self.regex is None:
             return continuation.strip()
-        match = re.search(self.regex, continuation)
+        match = compile_safe(self.regex).search(continuation)
         if match is None:
             return ""
         return (match.group(1) if match.groups() else match.group(0)).strip()
@@ -159,19 +162,22 @@ def load_task(ref: str) -> Task:
     """A bundled task by name, or a user JSONL file, validated line by line."""
     path = resolve_task(ref)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TaskFileError(f"{path}: cannot read as UTF-8 text: {exc}") from None
+        lines = read_text(path, MAX_TASK_BYTES, "the task file").splitlines()
+    except ConfigError as exc:
+        raise TaskFileError(str(exc)) from None
     header = Header(format=HEADER_FORMAT)
     task: Task | None = None
+    chars, header_line = 0, 1
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
+        chars += len(line)
+        _check_size(path, number, line, chars, len(task) if task else 0)
         obj = _parse_line(path, number, line)
         if task is None and obj.get("format") == HEADER_FORMAT:
-            header = _validate(Header, obj, path, number)
+            header, header_line = _validate(Header, obj, path, number), number
             continue
-        task = task or Task(name=header.name or _name_from(path), path=path, header=header)
+        task = task or Task(name=_task_name(path, header, header_line if header.name else number), path=path, header=header)
         if "type" not in obj and header.type is not None:
             obj = {**obj, "type": header.type}
         item = _validate(_ITEM, obj, path, number)
@@ -179,6 +185,32 @@ def load_task(ref: str) -> Task:
     if task is None:
         raise TaskFileError(f"{path}: no items (a task file needs at least one JSON object per line)")
     return task
+
+
+def _check_size(path: Path, number: int, line: str, chars: int, items: int) -> None:
+    """Bounds checked before a line is parsed, so no tokenizer ever sees a line or a file this large."""
+    if len(line) > MAX_TASK_LINE_CHARS:
+        raise TaskFileError(
+            f"{path}:{number}: line of {len(line):,} characters, over the limit of {MAX_TASK_LINE_CHARS:,} per item"
+        )
+    if chars > MAX_TASK_CHARS:
+        raise TaskFileError(f"{path}:{number}: task text over the limit of {MAX_TASK_CHARS:,} characters per file")
+    if items >= MAX_TASK_ITEMS:
+        raise TaskFileError(f"{path}:{number}: more than the limit of {MAX_TASK_ITEMS:,} items per file")
+
+
+def _task_name(path: Path, header: Header, number: int) -> str:
+    """Metrics are keyed by task name (`acc:<name>`): a user file may not take a bundled task's name, or its
+    numbers would be compared with the bundled task's baseline."""
+    name = header.name or _name_from(path)
+    bundled = bundled_tasks()
+    if name in bundled and path.resolve() != bundled[name].resolve():
+        where = "name" if header.name else "file name"
+        raise TaskFileError(
+            f"{path}:{number}: {where}: '{name}' is the name of a bundled task; "
+            "give this task another name (header \"name\")"
+        )
+    return name
 
 
 def _name_from(path: Path) -> str:
@@ -190,6 +222,8 @@ def _parse_line(path: Path, number: int, line: str) -> dict[str, Any]:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
         raise TaskFileError(f"{path}:{number}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+    except RecursionError:
+        raise TaskFileError(f"{path}:{number}: JSON nested too deep") from None
     if not isinstance(obj, dict):
         raise TaskFileError(f"{path}:{number}: each line must be a JSON object, got {type(obj).__name__}")
     return obj

@@ -13,7 +13,6 @@ from arch_zoo import CONFIGS
 UNSUPPORTED = {
     ("mamba", "heads 25%"), ("mamba", "channels 30%"),
     ("falcon", "heads 25%"),  # multi-query attention: one KV group, so no KV group can be removed
-    ("jamba", "heads 25%"), ("bamba", "heads 25%"),  # Mamba layers have no heads
     # Jamba's config derives layer types from a period and an offset, which cannot describe the new order
     ("jamba", "remove 1 (BI)"), ("jamba", "expand 1 (identity)"),
 }

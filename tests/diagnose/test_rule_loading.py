@@ -34,7 +34,7 @@ MISTAKES = [
     ("mistyped operand key", ("{metric: ppl_ratio}", "{metrik: ppl_ratio}"), 5, "when.all.0.value", "did you mean 'metric'"),
     ("unknown key in operand", ("{metric: ppl_ratio}", "{metric: ppl_ratio, colour: red}"), 5, "when.all.0.value.colour", "unknown key"),
     ("bad severity", ("severity: high", "severity: severe"), 10, "finding.severity", "'critical'"),
-    ("undefined template name", ("ppl_ratio | fmt", "ppl_rato | fmt"), 11, "finding.explanation", "'ppl_rato' is undefined"),
+    ("undefined template name", ("ppl_ratio | fmt", "ppl_rato | fmt"), 11, "finding.explanation", "template names 'ppl_rato', which this rule does not produce (did you mean 'ppl_ratio'?)"),
     ("template syntax", ("{{ checkup }}", "{{ checkup }"), 11, "finding.explanation", "template"),
     ("missing key", ("title: Big loss\n", ""), 1, "title", "missing key"),
     ("condition without kind", ("  all:\n", "  alll:\n"), 4, "when", "did you mean 'all'"),
