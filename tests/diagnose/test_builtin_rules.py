@@ -248,6 +248,24 @@ def test_module_localised_quiet_on_even_damage_and_without_degradation():
     assert findings("module-localised-damage", exam([harmless])) == []
 
 
+def test_layer_error_peaks_names_the_layers_that_stand_out():
+    c = quant("rtn-w3", 3, 5.1)
+    # SmolLM2-135M under RTN 3-bit g128: the first and last blocks stand out from an even middle
+    c.layers = layers([0.21, 0.14, 0.09, 0.08, 0.09, 0.05, 0.04, 0.03, 0.02, 0.02, 0.02, 0.03, 0.04, 0.05, 0.14, 0.25])
+    c.layers[0].extra["module_error.v_proj"] = 0.3
+    c.layers[1].extra["module_error.down_proj"] = 0.1
+    (f,) = findings("layer-error-peaks", exam([c]))
+    assert f.evidence["peak"] == 0.25 and f.evidence["peak_layer"] == 15 and f.evidence["typical"] == pytest.approx(0.05)
+    assert f.evidence["pair_layers"] == [0, 15] and f.evidence["module_kind_name"] == "v_proj"
+    assert "layers 0, 15 carry" in f.explanation and "5.0 times the median" in f.explanation
+
+
+def test_layer_error_peaks_quiet_on_even_layers():
+    c = quant("rtn-w3", 3, 1.7)
+    c.layers = layers([0.22, 0.23, 0.20, 0.21, 0.24, 0.22, 0.21, 0.23])  # the demo model under RTN 3-bit
+    assert findings("layer-error-peaks", exam([c])) == []
+
+
 def outlier_layers(ratio: float) -> list[LayerStat]:
     return [LayerStat(layer=i, extra={f"outlier_ratio.{m}": (ratio if (i, m) == (1, "down_proj") else 5.0)
                                       for m in MODULES}) for i in range(8)]
