@@ -22,6 +22,8 @@ MAX_TASK_BYTES = 64 << 20
 MAX_TASK_LINE_CHARS = 100_000  # one item; a line this long is not a benchmark item but a tokenizer bomb
 MAX_TASK_ITEMS = 100_000
 MAX_TASK_CHARS = 16 << 20  # all items' text together, bounding the tokens any tokenizer can produce
+MAX_RESULTS_BYTES = 512 << 20  # results.json of a long examination with per-layer statistics
+MAX_ARTIFACT_BYTES = 64 << 20  # a fitted predictor (JSON); the shipped ones are under 100 KB
 MAX_CORPUS_BYTES = 32 << 20  # a tokenizer needs ~30 bytes per character at once; wikitext-2 test is 1.3 MB
 # rule templates
 MAX_TEMPLATE_CHARS = 10_000

@@ -20,7 +20,7 @@ from doctor.journal import Journal
 from doctor.metrics.language import perplexity
 from doctor.patient import Patient
 from doctor.results import Baseline, Examination, Finding
-from doctor.spec.checkup import SEVERITIES, Suite
+from doctor.spec.checkup import Suite, severity_rank
 from doctor.texts import eval_windows, resolve_corpus, text_info, tokenize
 from doctor.verdict import kl_coverage_findings, threshold_findings, verdict
 
@@ -182,4 +182,4 @@ def annotate(exam: Examination, options: Options) -> None:
 
     rule_findings, exam.rule_files = diagnose(exam, options.rule_dirs, rules=options.rules)
     findings += rule_findings
-    exam.findings = sorted(findings, key=lambda f: -SEVERITIES.index(f.severity))
+    exam.findings = sorted(findings, key=lambda f: -severity_rank(f.severity))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from doctor.errors import EXIT_FINDINGS, EXIT_OK
 from doctor.results import Examination, Finding
-from doctor.spec.checkup import SEVERITIES
+from doctor.spec.checkup import severity_rank
 
 
 def _bound(t) -> str:
@@ -72,9 +72,9 @@ def kl_coverage_findings(exam: Examination) -> list[Finding]:
 
 
 def verdict(exam: Examination) -> tuple[str, int]:
-    gate = SEVERITIES.index(exam.fail_on)
+    gate = severity_rank(exam.fail_on)
     if any(c.status == "error" for c in exam.checkups):
         return "failed", EXIT_FINDINGS
-    if any(SEVERITIES.index(f.severity) >= gate for f in exam.findings):
+    if any(severity_rank(f.severity) >= gate for f in exam.findings):
         return "findings", EXIT_FINDINGS
     return "healthy", EXIT_OK

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from functools import cache
-from importlib.metadata import entry_points
 
 from torch import nn
 
@@ -25,6 +24,7 @@ from doctor.architectures.moe import MixtureOfExperts
 from doctor.architectures.neox import GptNeox
 from doctor.architectures.opt import Opt
 from doctor.architectures.phi3 import Phi3
+from doctor.plugins import installed
 
 __all__ = [
     "Architecture", "Attention", "Mlp", "ScaleGroup", "Unsupported", "BUILTIN", "GENERIC", "architecture_of",
@@ -42,13 +42,7 @@ GENERIC = Architecture()
 @cache
 def plugins() -> tuple[Architecture, ...]:
     """Adapters from installed packages (loaded once); a broken plugin is logged and skipped."""
-    found = []
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            target = ep.load()
-            found.append(target() if isinstance(target, type) else target)
-        except Exception as exc:  # a broken third-party package must not stop an examination
-            log.warning("architecture plugin %s could not be loaded: %s", ep.name, exc)
+    found = [target() if isinstance(target, type) else target for _, target in installed(ENTRY_POINT_GROUP)]
     return tuple(a for a in found if isinstance(a, Architecture))
 
 

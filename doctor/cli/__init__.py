@@ -4,28 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
-from contextlib import contextmanager
 
 import click
 
 from doctor import __version__
-from doctor.errors import EXIT_ERROR, DoctorError
-
-
-@contextmanager
-def user_errors(verbose: bool = False):
-    """Turn `DoctorError` into a one-line message and exit 2; tracebacks only with -v."""
-    try:
-        yield
-    except DoctorError as exc:
-        if verbose:
-            raise
-        from doctor.limits import printable
-
-        for line in str(exc).splitlines() or [type(exc).__name__]:
-            click.secho(f"error: {printable(line)}", fg="red", err=True)  # never raw control characters
-        sys.exit(EXIT_ERROR)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

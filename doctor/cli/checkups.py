@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from doctor.cli import user_errors
+from doctor.cli.errors import user_errors
 
 
 @click.group()

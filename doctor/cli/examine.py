@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from doctor.cli import user_errors
+from doctor.cli.errors import user_errors
 from doctor.spec.checkup import SEVERITIES
 
 

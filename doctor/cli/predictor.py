@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from doctor.cli import user_errors
+from doctor.cli.errors import user_errors
 from doctor.resources import PREDICTORS_DIR
 
 DATA_DIR = PREDICTORS_DIR / "data"
@@ -52,11 +52,16 @@ def _user_dir() -> Path:
 @_guard
 def fit(data_dir: Path, no_observations: bool, out_dir: Path | None) -> None:
     """Fit the predictors on the training tables and write them as plain JSON."""
+    from doctor.errors import DataError
     from doctor.predict.train import fit_all
 
     out_dir = out_dir or _user_dir()
     command = "doctor predictor fit" + (" --no-observations" if no_observations else "")
-    for name, sha in fit_all(data_dir, out_dir, not no_observations, command).items():
+    try:
+        written = fit_all(data_dir, out_dir, not no_observations, command)
+    except OSError as exc:
+        raise DataError(f"{out_dir}: cannot write the predictors: {exc.strerror or exc}") from None
+    for name, sha in written.items():
         click.echo(f"wrote {out_dir / name}  sha256 {sha}")
     click.echo(f"use it with: doctor examine MODEL --predictor {out_dir}")
 
@@ -159,7 +164,9 @@ def _write_json(numbers: dict, json_out: Path | None) -> None:
     try:
         json_out.write_text(text + "\n")
     except OSError as exc:
-        raise click.ClickException(f"{json_out}: cannot write: {exc.strerror or exc}") from None
+        from doctor.errors import DataError
+
+        raise DataError(f"{json_out}: cannot write: {exc.strerror or exc}") from None
 
 
 def _evaluate_accuracy(data_dir: Path, no_observations: bool, by: str, groups: bool, say) -> dict | None:
@@ -253,5 +260,10 @@ def add(results: Path, data_dir: Path | None) -> None:
     from doctor.predict.train import OBSERVATIONS, user_observations
 
     table = data_dir / OBSERVATIONS if data_dir is not None else user_observations()
-    n = add_results(results, table)
+    try:
+        n = add_results(results, table)
+    except OSError as exc:
+        from doctor.errors import DataError
+
+        raise DataError(f"{table}: cannot write: {exc.strerror or exc}") from None
     click.echo(f"added {n} rows to {table}" if n else f"{results} is already in {table} (or has no perplexities)")

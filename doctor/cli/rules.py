@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from doctor.cli import user_errors
+from doctor.cli.errors import user_errors
 from doctor.errors import EXIT_ERROR, DoctorError
 from doctor.limits import printable
 

@@ -29,7 +29,7 @@ from doctor.compress.adapters import block_linears, decoder_layers, linear_weigh
 from doctor.compress.capture import LayerInputs, capture_layer_inputs, run_until_stopped, stop_forward
 from doctor.compress.collectors import MIN_TOKENS, Collector, HessianCollector
 from doctor.compress.hooks import forward_hooks
-from doctor.modifications.base import UndoLog
+from doctor.compress.recording import ChangeLog
 from doctor.results import LayerStat
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class GroupJob:
     modules: dict[str, nn.Module]
     stats: dict[str, Collector]  # read only (linears with one input share a collector; errors reuse Hessians)
     inputs: LayerInputs  # the layer's calibration inputs, to run sub-modules (AWQ's output search)
-    undo: UndoLog  # for anything the solver changes itself besides the returned weights
+    undo: ChangeLog  # for anything the solver changes itself besides the returned weights
     extra: dict[str, float] = field(default_factory=dict)  # facts merged into the layer's LayerStat.extra
 
     def weight(self, name: str) -> torch.Tensor:
@@ -155,7 +155,7 @@ class ErrorMeter:
 class _LayerState:
     index: int
     layer: nn.Module
-    undo: UndoLog
+    undo: ChangeLog
     meter: ErrorMeter
     pending: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # name -> (ref, new)
     extra: dict[str, float] = field(default_factory=dict)
@@ -179,7 +179,7 @@ def run_sequential(
     solve_group: SolveGroup,
     progress: Callable[[str], None] | None = None,
     *,
-    undo: UndoLog,
+    undo: ChangeLog,
     make_collector: MakeCollector,
     finish_layer: SolveGroup | None = None,
     propagate: Literal["modified", "original"] = "modified",

@@ -16,12 +16,9 @@ from doctor.diagnose.operands import Scope
 from doctor.diagnose.rule import Rule, render, template_context
 from doctor.diagnose.selectors import group_key, select
 from doctor.results import Examination, Finding
-from doctor.spec.checkup import SEVERITIES
+from doctor.spec.checkup import severity_rank
 
 log = logging.getLogger(__name__)
-
-SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
-
 
 def diagnose(
     exam: Examination, rule_dirs: list[Path] | None = None, *, rules: list[LoadedRule] | None = None
@@ -45,7 +42,7 @@ def diagnose(
 
 def sort_findings(findings: list[Finding]) -> list[Finding]:
     return sorted(
-        findings, key=lambda f: (-SEVERITY_RANK.get(f.severity, 0), f.rule, f.checkups[:1] or [""])
+        findings, key=lambda f: (-severity_rank(f.severity), f.rule, f.checkups[:1] or [""])
     )
 
 

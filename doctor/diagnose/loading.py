@@ -21,7 +21,7 @@ from doctor.diagnose.rule import Rule, check_rule
 from doctor.errors import ConfigError
 from doctor.limits import MAX_SPEC_BYTES, read_text
 from doctor.resources import RULES_DIR
-from doctor.spec.loading import MAX_REPORTED, parse_yaml
+from doctor.spec.loading import MAX_REPORTED, dotted, parse_yaml
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,6 @@ class LoadedRule:
     source: str  # how reports name the file: 'builtin:<name>' or the path given
     sha256: str
     builtin: bool
-
-
-def _dotted(path: tuple) -> str:
-    return ".".join(str(p) for p in path) or "<root>"
 
 
 def _line(lines: dict[tuple, int], path: tuple) -> int | None:
@@ -61,7 +57,7 @@ def _format(problems: list[tuple[tuple, str]], lines: dict[tuple, int], source: 
     for path, message in problems[:MAX_REPORTED]:
         line = _line(lines, path)
         where = f"{source}:{line}" if line is not None else source
-        out.append(f"{where}: rule {rule_id}: {_dotted(path)}: {message}")
+        out.append(f"{where}: rule {rule_id}: {dotted(path)}: {message}")
     if len(problems) > MAX_REPORTED:
         out.append(f"{source}: rule {rule_id}: ... and {len(problems) - MAX_REPORTED} more problems")
     return "\n".join(out)

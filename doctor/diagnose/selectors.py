@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from doctor.modifications import registry
+from doctor.modifications.kinds.compose import leaves
 from doctor.results import CheckupResult
 from doctor.spec.modification import MODIFICATION_KINDS, Spec
 
@@ -126,44 +128,24 @@ def calibration_corpus(checkup: CheckupResult) -> str | None:
     return spec.get("corpus") if isinstance(spec, dict) else None
 
 
-def _leaves(modification: dict[str, Any]) -> list[dict[str, Any]]:
-    if modification.get("kind") == "compose":
-        return [leaf for step in modification.get("steps", []) if isinstance(step, dict) for leaf in _leaves(step)]
-    return [modification]
-
-
 def compression_level(modification: dict[str, Any], realized: dict[str, Any]) -> float | None:
-    """One number ordering how hard a modification compresses, comparable within a kind (higher: harsher).
-
-    quantize: 1 - bits/16; prune: the sparsity (N:M gives n/m); remove_layers: the removed fraction if the run
-    reported it, else the requested fraction or count.
-    """
-    kind = modification.get("kind")
-    if kind == "quantize" and isinstance(modification.get("bits"), (int, float)):
-        return 1.0 - modification["bits"] / 16.0
-    if kind == "prune":
-        if modification.get("structure") == "nm" and modification.get("n") and modification.get("m"):
-            return modification["n"] / modification["m"]
-        return modification.get("sparsity")
-    if kind == "remove_layers":
-        for value in (realized.get("removed_fraction"), modification.get("fraction"), modification.get("count")):
-            if isinstance(value, (int, float)):
-                return float(value)
-    return None
+    """One number ordering how hard a modification compresses, comparable within a kind (higher: harsher);
+    each kind declares its own in the modification registry."""
+    return registry.compression_level(modification, realized)
 
 
 def checkup_params(checkup: CheckupResult) -> dict[str, Any]:
     """The modification's parameters as one flat mapping (compose: the first step that sets a key wins)."""
     modification = checkup.modification
     params: dict[str, Any] = {}
-    for leaf in _leaves(modification):
+    for leaf in leaves(modification):
         for key, value in leaf.items():
             if key not in ("calibration", "kind") and not isinstance(value, (dict, list)):
                 params.setdefault(key, value)
     params["kind"] = modification.get("kind")
-    params["kinds"] = ",".join(str(leaf.get("kind")) for leaf in _leaves(modification))
-    leaves = _leaves(modification)
-    level = compression_level(leaves[0], checkup.realized) if len(leaves) == 1 else None
+    params["kinds"] = ",".join(str(leaf.get("kind")) for leaf in leaves(modification))
+    flat = leaves(modification)
+    level = compression_level(flat[0], checkup.realized) if len(flat) == 1 else None
     if level is not None:
         params["compression"] = level
     return params

@@ -13,6 +13,8 @@ import torch
 from doctor.compress.adapters import block_linears, decoder_layers, linear_weight, set_linear_weight
 from doctor.modifications.base import Applied, ApplyContext
 from doctor.modifications.coverage import account, prepare_targets, snapshot
+from doctor.modifications.kinds.prune import METHODS, STRUCTURED
+from doctor.plugins import resolve
 from doctor.results import LayerStat
 from doctor.spec.modification import PruneSpec
 
@@ -24,20 +26,8 @@ def apply(spec: PruneSpec, ctx: ApplyContext) -> Applied:
     model = ctx.patient.model
     prepare_targets(model, ctx.undo, spec.targets)
     before = snapshot(model)
-    if spec.structure in ("heads", "channels"):
-        from doctor.compress.structured import apply_structured
-
-        applied = apply_structured(spec, ctx)
-    elif spec.method == "magnitude":
-        applied = _apply_magnitude(spec, ctx)
-    elif spec.method == "wanda":
-        from doctor.compress.wanda import apply_wanda
-
-        applied = apply_wanda(spec, ctx)
-    else:
-        from doctor.compress.sparsegpt import apply_sparsegpt
-
-        applied = apply_sparsegpt(spec, ctx)
+    structured = spec.structure in ("heads", "channels")
+    applied = resolve(STRUCTURED if structured else METHODS[spec.method])(spec, ctx)
     if spec.structure in ("unstructured", "nm"):
         applied.realized.update(realized_sparsity(ctx.patient.model))
     applied.realized["target_sparsity"] = spec.target_sparsity
@@ -81,7 +71,7 @@ def layer_mask(score: torch.Tensor, sparsity: float) -> torch.Tensor:
     return mask.view_as(score)
 
 
-def _apply_magnitude(spec: PruneSpec, ctx: ApplyContext) -> Applied:
+def apply_magnitude(spec: PruneSpec, ctx: ApplyContext) -> Applied:
     layers = []
     for index, block in enumerate(decoder_layers(ctx.patient.model)):
         start = time.perf_counter()

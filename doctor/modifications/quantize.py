@@ -11,6 +11,8 @@ from doctor.compress.adapters import block_linears, decoder_layers, linear_weigh
 from doctor.compress.quantizer import effective_bits, max_levels, quantize_rtn
 from doctor.modifications.base import Applied, ApplyContext
 from doctor.modifications.coverage import account, prepare_targets, snapshot
+from doctor.modifications.kinds.quantize import METHODS
+from doctor.plugins import resolve
 from doctor.results import LayerStat
 from doctor.spec.modification import QuantizeSpec
 
@@ -19,22 +21,13 @@ def apply(spec: QuantizeSpec, ctx: ApplyContext) -> Applied:
     model = ctx.patient.model
     prepare_targets(model, ctx.undo, spec.targets)
     before = snapshot(model)
-    if spec.method == "rtn":
-        applied = _apply_rtn(spec, ctx)
-    elif spec.method == "gptq":
-        from doctor.compress.gptq import apply_gptq
-
-        applied = apply_gptq(spec, ctx)
-    else:
-        from doctor.compress.awq import apply_awq
-
-        applied = apply_awq(spec, ctx)
+    applied = resolve(METHODS[spec.method])(spec, ctx)
     applied.realized.update(_realized_bits(spec, ctx))
     account(applied, model, ctx.undo, before, f"quantize {spec.method}")
     return applied
 
 
-def _apply_rtn(spec: QuantizeSpec, ctx: ApplyContext) -> Applied:
+def apply_rtn(spec: QuantizeSpec, ctx: ApplyContext) -> Applied:
     layers = []
     for index, block in enumerate(decoder_layers(ctx.patient.model)):
         start = time.perf_counter()

@@ -173,15 +173,17 @@ def held_out_accuracy(frame: pd.DataFrame, by: str = "family") -> pd.DataFrame:
         preds = [predictor.predict_case(F.case_from_row(r), r["metric"] != "zero_shot_avg_acc")
                  for r in test.to_dict("records")]
         mean, sd = np.array([p.mean for p in preds]), np.array([p.sd for p in preds])
+        dense = test.baseline_value.to_numpy(dtype=float)  # no drop past the dense accuracy (chance: unknown)
         parts.append(pd.DataFrame({
             "held_out": group, "source": test.source.to_numpy(), "family": test.model_family.to_numpy(),
             "kind": test.kind.to_numpy(), "method": test.method.to_numpy(),
             "bucket": [bucket(r) for r in test.to_dict("records")],
-            "delta": test.delta.to_numpy(dtype=float), "pred": from_scale(mean),
-            "lower": from_scale(mean - Z90 * sd), "upper": from_scale(mean + Z90 * sd),
+            "delta": test.delta.to_numpy(dtype=float), "pred": np.minimum(from_scale(mean), dense),
+            "lower": np.minimum(from_scale(mean - Z90 * sd), dense),
+            "upper": np.minimum(from_scale(mean + Z90 * sd), dense),
             "naive_kind": naive_predictions(train, test, by_bucket=False),
             "naive_bucket": naive_predictions(train, test), "in_domain": [p.in_domain for p in preds],
-            "cap": (test.baseline_value.to_numpy(dtype=float)),  # a drop cannot exceed the dense accuracy
+            "cap": dense,
         }))
     return finish(pd.concat(parts, ignore_index=True))
 

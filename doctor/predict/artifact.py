@@ -13,7 +13,8 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from doctor.errors import DataError
+from doctor.errors import ConfigError, DataError
+from doctor.limits import MAX_ARTIFACT_BYTES, read_text
 
 DEGRADATION_FILE = "degradation.json"
 HEALTH_FILE = "baseline-health.json"
@@ -69,11 +70,11 @@ def save_artifact(artifact: dict, path: Path) -> str:
 def load_artifact(path: Path, expect: str) -> dict:
     """Read and check one artifact; any problem is a one-line DataError naming the file."""
     path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no predictor artifact here (run `doctor predictor fit`)")
     try:
-        artifact = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path}: no predictor artifact here (run `doctor predictor fit`)") from None
-    except (OSError, json.JSONDecodeError) as exc:
+        artifact = json.loads(read_text(path, MAX_ARTIFACT_BYTES, "the predictor artifact"))
+    except (ConfigError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: not a readable predictor artifact: {exc}") from None
     meta = artifact.get("meta", {}) if isinstance(artifact, dict) else {}
     if meta.get("format") != FORMAT or meta.get("kind") != expect:

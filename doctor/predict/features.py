@@ -7,8 +7,10 @@ quantization loss falls roughly exponentially in bits and grows with training to
 al., "Scaling Laws for Precision", arXiv 2411.04330; Ouyang et al., "Low-Bit Quantization Favors Undertrained
 LLMs", arXiv 2411.17691), and near the cap it runs off to +infinity, so no prediction or interval bound can pass
 uniform guessing. A linear model on t: a slope in bits is an exp(-bits) law, hinges below 3 and 2 bits let the
-low-bit cliff steepen, per method-class cliff slopes let a method that is fine at 4 bits collapse at 2, and
-sparsity with its square per kind lets the collapse past ~60% unstructured sparsity bend upward.
+low-bit cliff steepen, per method-class cliff slopes let a method that is fine at 4 bits collapse at 2 (as does
+per-channel scaling below 4 bits, and less so a larger model), and sparsity with its square per kind lets the
+collapse past ~60% unstructured sparsity bend upward. Whether a calibrated method was calibrated on the
+evaluation corpus is one more feature (`cal_match`).
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-ENCODING_VERSION = 2
+ENCODING_VERSION = 3
 EPS = 0.01  # delta floor of the transform: below ~1% perplexity change, sources' rounding noise dominates
 TOP = 0.01  # how close to the cap (as a fraction of it) the transform still resolves
 DEFAULT_VOCAB = 32000  # smallest vocabulary among the table's families: the most conservative cap
 
 KINDS = ("quantization", "unstructured", "semi-structured", "structured", "layer-removal")
+LOW_BITS = 3.5  # below: the cliff, where published results scatter by orders of magnitude more
+VARIANCE_GROUPS = ("quantization", "quantization:low-bit", *KINDS[1:])
 QUANT_CLASSES = ("rtn", "gptq", "awq", "learned", "gguf", "codebook", "binary")
 PRUNE_CLASSES = ("magnitude", "wanda", "sparsegpt")
 STRUCT_CLASSES = ("magnitude", "wanda", "gradient", "slicegpt", "random", "flap")
@@ -32,7 +36,7 @@ STRUCT_CLASSES = ("magnitude", "wanda", "gradient", "slicegpt", "random", "flap"
 _METHOD_CLASS = {
     "rtn": "rtn", "bnb-fp4": "rtn", "bnb-nf4": "rtn", "bnb-nf4-double-quant": "rtn", "hqq": "rtn",
     "smoothquant": "rtn", "gptq": "gptq", "optq": "gptq", "awq": "awq", "omniquant": "learned",
-    "autoround": "learned", "aqlm-1x16": "codebook", "aqlm-2x8": "codebook",
+    "autoround": "learned", "efficientqat": "learned", "aqlm-1x16": "codebook", "aqlm-2x8": "codebook",
     "quip": "gptq",  # original QuIP: LDLQ rounding (equivalent to OPTQ, arXiv 2307.13304) after incoherence
     "quip-sharp": "codebook", "billm": "binary", "pb-llm": "binary", "onebit": "binary", "arb-llm": "binary",
     "magnitude": "magnitude", "wanda": "wanda", "owl-wanda": "wanda", "ria": "wanda",
@@ -50,10 +54,18 @@ FEATURES = (
     "const", "lp", "tpp_unknown", "k_unstructured", "k_semi", "k_structured", "k_layer",
     "q_bits", "q_cliff", "q_sub2", "q_per_channel", "q_log_group", "q_gptq", "q_awq", "q_learned", "q_gguf",
     "q_codebook", "q_binary", "q_gptq_cliff", "q_awq_cliff", "q_learned_cliff", "q_gguf_cliff",
-    "q_codebook_cliff", "q_lp", "q_ltpp", "cal_match",
+    "q_codebook_cliff", "q_pc_cliff", "q_lp_cliff", "q_pc_lp", "q_lp", "q_ltpp", "cal_match",
     "u_s", "u_s2", "u_wanda", "u_sparsegpt", "s_s", "s_s2", "s_wanda",
     "s_gradient", "s_slicegpt", "s_random", "s_flap", "l_s", "d_c4", "d_ptb", "lctx",
 )
+
+# method-class effects (levels and cliff slopes; the reference classes rtn / magnitude have none), by block
+CLASS_EFFECTS = {
+    **{f"q_{cls}": "quantization" for cls in QUANT_CLASSES[1:]},
+    **{f"q_{cls}_cliff": "quantization:cliff" for cls in QUANT_CLASSES[1:] if f"q_{cls}_cliff" in FEATURES},
+    "u_wanda": "unstructured", "u_sparsegpt": "unstructured",
+    **{f"s_{cls}": "structured" for cls in STRUCT_CLASSES[1:]},
+}
 
 
 @dataclass(frozen=True)
@@ -167,6 +179,21 @@ def case_from_row(row: dict) -> Case:
     )
 
 
+def variance_group(case: Case) -> str:
+    """The residual-variance group of a case: its kind, with low-bit quantization on its own."""
+    if case.kind == "quantization" and case.bits is not None and case.bits < LOW_BITS:
+        return "quantization:low-bit"
+    return case.kind
+
+
+def bucket_of(case: Case) -> str:
+    """Kind and bucket: bits for quantization (below 2 together), sparsity to 0.1 otherwise."""
+    if case.kind == "quantization":
+        bits = case.bits or 16.0
+        return "quantization bits<2" if bits < 1.95 else f"quantization bits={round(bits)}"
+    return f"{case.kind} sparsity={round((case.sparsity or 0.0) * 10) / 10:.1f}"
+
+
 def log_params(case: Case) -> float:
     return math.log10(case.params_b / 7.0)
 
@@ -204,6 +231,8 @@ def encode(case: Case) -> np.ndarray:
         "k_structured": float(s), "k_layer": float(lay),
         "q_bits": q * (bits - 4.0), "q_cliff": cliff, "q_sub2": q * max(0.0, 2.0 - bits),
         "q_per_channel": float(per_channel), "q_log_group": log_group,
+        "q_pc_cliff": float(per_channel) * max(0.0, 4.0 - bits), "q_lp_cliff": cliff * lp,
+        "q_pc_lp": float(per_channel) * lp,
         "q_lp": q * lp, "q_ltpp": q * (ltpp or 0.0), "cal_match": float(calibration_matches(case)),
         "u_s": u * (sp - 0.5), "u_s2": u * (sp - 0.5) ** 2, "u_wanda": u * (m == "wanda"),
         "u_sparsegpt": u * (m == "sparsegpt"), "s_s": s * (sp - 0.2), "s_s2": s * (sp - 0.2) ** 2,

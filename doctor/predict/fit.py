@@ -4,8 +4,9 @@ A new family's prediction variance is x'Cov(beta)x + family variance + residual 
 variance per modification kind, shrunk towards the pooled one), so the interval is honest about how much
 families differ, which is what leave-one-family-out evaluation tests.
 
-A coefficient the table cannot identify (no row has its feature, or it is a combination of others) gets 0 and
-a prior sd: as large as the largest identified coefficient of the same block (method classes of one kind, say).
+A coefficient the table cannot identify (no row has its feature, or it is a combination of others) gets 0 (a
+method-class effect: the median of the identified classes of its block) and a prior sd: as large as the largest
+identified coefficient of the same block (method classes of one kind, say).
 The artifact lists those as `unidentified`, and a prediction that uses one widens by that sd, so a method
 class whose only source is missing gets an honest "unknown" instead of a silent zero.
 """
@@ -26,6 +27,7 @@ from doctor.predict import features as F
 log = logging.getLogger(__name__)
 
 SHRINK_ROWS = 10.0  # pseudo-rows of the pooled residual variance added to each kind's own
+MIN_BUCKET_ROWS = 10  # fewer rows give no kind x bucket mean to combine with (the kind's is used)
 MIN_PRIOR_SD = 0.5  # an unidentified effect is at least a factor e^0.5 on delta either way
 
 
@@ -94,28 +96,26 @@ def fit_mixed(x: np.ndarray, y: np.ndarray, groups: list[str], names: list[str])
 
 
 def _block(name: str) -> str:
-    """The coefficient block a feature belongs to: method effects of one kind, their cliffs, or the rest."""
+    """The coefficient block a feature belongs to: the method-class effects of one kind, their cliff slopes, or
+    for any other feature its prefix (all quantization terms, all unstructured terms, ...)."""
+    if name in F.CLASS_EFFECTS:
+        return F.CLASS_EFFECTS[name]
     if name.endswith("_cliff"):
         return "cliff"
     return name.split("_", 1)[0] if "_" in name else name
 
 
-def _is_class_effect(name: str) -> bool:
-    return name[:2] in ("q_", "u_", "s_") and name not in _NOT_CLASSES
-
-
 def typical_effects(names: list[str], coef: np.ndarray, missing: list[str]) -> np.ndarray:
-    """Coefficients with each unidentified method-class effect set to the mean of the identified ones of its
+    """Coefficients with each unidentified method-class effect set to the median of the identified ones of its
     block (the reference class counting as 0): a class the table has not seen is taken as a typical class,
-    not as the reference one."""
+    not as the reference one, and one extreme class (AWQ's 2-bit collapse, say) does not drag it."""
     out = coef.copy()
     for j, name in enumerate(names):
-        if name not in missing or not _is_class_effect(name):
+        if name not in missing or name not in F.CLASS_EFFECTS:
             continue
-        block = name[:2] + ("cliff" if name.endswith("_cliff") else "")
-        known = [float(coef[i]) for i, n in enumerate(names) if n not in missing and _is_class_effect(n)
-                 and n[:2] + ("cliff" if n.endswith("_cliff") else "") == block]
-        out[j] = float(np.mean([0.0, *known]))
+        known = [float(coef[i]) for i, n in enumerate(names) if n not in missing
+                 and F.CLASS_EFFECTS.get(n) == F.CLASS_EFFECTS[name]]
+        out[j] = float(np.median([0.0, *known]))
     return out
 
 
@@ -131,30 +131,56 @@ def unidentified_sd(names: list[str], coef: np.ndarray, cov: np.ndarray, missing
     return out
 
 
-_CLASS_BLOCKS = {"quantization": "q_", "unstructured": "u_", "semi-structured": "u_", "structured": "s_"}
-_NOT_CLASSES = ("q_bits", "q_cliff", "q_sub2", "q_per_channel", "q_log_group", "q_lp", "q_ltpp", "u_s", "u_s2",
-                "s_s", "s_s2")
-
-
-def unknown_method_sd(names: list[str], coef: np.ndarray) -> dict[str, float]:
+def unknown_method_sd(names: list[str], coef: np.ndarray, missing: list[str]) -> dict[str, float]:
     """Per kind, how far a method the table has never seen may sit from its class: the spread (rms, at least
-    MIN_PRIOR_SD / 2) of the fitted method-class effects of that kind, the reference class counting as 0."""
+    MIN_PRIOR_SD / 2) of the identified method-class effects of that kind, the reference class counting as 0."""
     out = {}
     for kind in F.KINDS:
-        prefix = _CLASS_BLOCKS.get(kind)
-        effects = [0.0] + [float(c) for n, c in zip(names, coef, strict=True) if prefix and n.startswith(prefix)
-                           and n not in _NOT_CLASSES and not n.endswith("_cliff") and c != 0.0]
+        block = "unstructured" if kind == "semi-structured" else kind
+        effects = [0.0] + [float(c) for n, c in zip(names, coef, strict=True)
+                           if F.CLASS_EFFECTS.get(n) == block and n not in missing]
         out[kind] = max(MIN_PRIOR_SD / 2, float(np.sqrt(np.mean(np.square(effects)))))
     return out
 
 
 def kind_variances(residuals: np.ndarray, kinds: list[str], pooled: float) -> dict[str, float]:
-    """Residual variance per kind, shrunk towards the pooled variance by SHRINK_ROWS pseudo-rows."""
+    """Residual variance per variance group (features.variance_group: a kind, quantization split at the
+    cliff), shrunk towards the pooled variance by SHRINK_ROWS pseudo-rows."""
     out = {}
     kinds_arr = np.asarray(kinds)
-    for kind in F.KINDS:
-        r = residuals[kinds_arr == kind]
-        out[kind] = float((np.sum(r**2) + SHRINK_ROWS * pooled) / (len(r) + SHRINK_ROWS))
+    for group in F.VARIANCE_GROUPS:
+        r = residuals[kinds_arr == group]
+        out[group] = float((np.sum(r**2) + SHRINK_ROWS * pooled) / (len(r) + SHRINK_ROWS))
+    return out
+
+
+def bucket_prior(cases: list[F.Case], y: np.ndarray) -> dict[str, list[float]]:
+    """Per kind x bucket (features.bucket_of) and per kind: [mean, variance] of t over the training rows, where
+    at least MIN_BUCKET_ROWS rows say it."""
+    out: dict[str, list[float]] = {}
+    keys = [F.bucket_of(c) for c in cases]
+    for key in sorted(set(keys)) + sorted({c.kind for c in cases}):
+        t = y[[k == key or (c.kind == key) for k, c in zip(keys, cases, strict=True)]]
+        if len(t) >= MIN_BUCKET_ROWS:
+            out[key] = [float(np.mean(t)), float(np.var(t, ddof=1))]
+    return out
+
+
+def source_variances(residuals: np.ndarray, groups: list[str], sources: list[str]) -> dict[str, float]:
+    """Per variance group, the variance of a publication's shared offset (method of moments on the per-source
+    mean residuals); a new source, such as this tool's own harness, has an unknown one."""
+    out = {}
+    g_arr, s_arr = np.asarray(groups), np.asarray(sources)
+    for group in F.VARIANCE_GROUPS:
+        r, s = residuals[g_arr == group], s_arr[g_arr == group]
+        names = sorted(set(s))
+        if len(names) < 2:
+            out[group] = 0.0
+            continue
+        within = float(np.var(r, ddof=1))
+        means = np.array([r[s == n].mean() for n in names])
+        counts = np.array([(s == n).sum() for n in names])
+        out[group] = float(max(0.0, np.average(means**2, weights=counts) - within * len(names) / counts.sum()))
     return out
 
 
@@ -178,7 +204,7 @@ def fit_degradation(frame: pd.DataFrame) -> dict:
     y = np.asarray(F.to_scale(frame["delta"].to_numpy(dtype=float), np.array([F.cap_or_default(c.cap) for c in cases])))
     groups = [str(g) for g in frame["model_family"]]
     fit = fit_mixed(x, y, groups, list(F.FEATURES))
-    kinds = [c.kind for c in cases]
+    kinds = [F.variance_group(c) for c in cases]
     counts = frame.groupby("kind").size().to_dict()
     return {
         "target": "log(delta + eps) - log(1 - delta/cap + top), delta = log(ppl_mod/ppl_dense), "
@@ -191,11 +217,13 @@ def fit_degradation(frame: pd.DataFrame) -> dict:
         "family_var": fit.family_var,
         "resid_var": fit.resid_var,
         "resid_var_by_kind": kind_variances(fit.residuals, kinds, fit.resid_var),
+        "source_var_by_kind": source_variances(fit.residuals, kinds, [str(s) for s in frame["source"]]),
         "family_effects": {k: list(v) for k, v in sorted(fit.family_effects.items())},
         "unidentified": unidentified_sd(fit.names, fit.coef, fit.cov, fit.unidentified),
-        "unknown_method_sd": unknown_method_sd(fit.names, fit.coef),
+        "unknown_method_sd": unknown_method_sd(fit.names, fit.coef, fit.unidentified),
         "methods": sorted({c.method_name for c in cases if c.method_name}),
         "domain": domain_of(cases),
+        "bucket_prior": bucket_prior(cases, y),
         "training": {
             "rows": len(frame), "families": sorted(set(groups)), "rows_by_kind": {k: int(v) for k, v in counts.items()},
             "converged": fit.converged, "residual_sd": math.sqrt(fit.resid_var),

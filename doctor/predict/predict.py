@@ -141,8 +141,9 @@ class Predictor:
         gaps = outside(case, domain)
         x = F.encode(F.clamp_to_domain(case, domain))
         offset, offset_var = self.family_offset(case.family)
-        resid = self.model["resid_var_by_kind"].get(case.kind, self.model["resid_var"])
-        var = float(x @ self.cov @ x) + offset_var + resid + widening_var(gaps)
+        resid = self.model["resid_var_by_kind"].get(F.variance_group(case), self.model["resid_var"])
+        source = self.model.get("source_var_by_kind", {}).get(F.variance_group(case), 0.0)
+        var = float(x @ self.cov @ x) + offset_var + resid + source + widening_var(gaps)
         notes = [_describe(case, gaps, domain)] if gaps else []
         unknown = [n for n, v, sd in zip(self.model["features"], x, self.prior_sd, strict=True) if sd and v]
         if unknown:  # effects the training table cannot estimate: their prior spread, not a silent zero
@@ -153,9 +154,22 @@ class Predictor:
             var += float(self.model.get("unknown_method_sd", {}).get(case.kind, 1.0)) ** 2
             notes.append(method_note + "; interval widened")
         in_domain = not gaps and not unknown and not method_note
+        mean = self.combined_mean(case, float(x @ self.coef) + offset, var)
         # everything but the residual noise is this model's unknown offset: what its mild checkups can tell
-        return ScalePrediction(float(x @ self.coef) + offset, var, in_domain, "; ".join(notes) or None,
+        return ScalePrediction(mean, var, in_domain, "; ".join(notes) or None,
                                var - resid, case.cap)
+
+    def combined_mean(self, case: F.Case, mean: float, var: float) -> float:
+        """Forecast combination (Bates and Granger, 1969): the model's mean and the training mean of t for this
+        kind and bucket (else kind), weighted by inverse variance. A prediction that rests on little (unknown
+        class, far outside the domain) leans on what the table says for its kind and bucket; a precise one keeps
+        its own. The model's variance is kept: the table is not counted twice in the interval."""
+        priors = self.model.get("bucket_prior", {})
+        prior = priors.get(F.bucket_of(case)) or priors.get(case.kind)
+        if prior is None or prior[1] <= 0:
+            return mean
+        prior_mean, prior_var = prior
+        return (mean / var + prior_mean / prior_var) / (1.0 / var + 1.0 / prior_var)
 
     def predict_row(self, row: dict) -> RowPrediction:
         """Median and 90% bounds of delta for one training-table-layout row."""

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 from doctor.report import format as fmt
 from doctor.report.format import modification_summary
-from doctor.report.view import severity_rank
 from doctor.results import Examination, Finding, Measurement
+from doctor.spec.checkup import severity_rank
 
 DEFAULT_RTOL = 0.01
 BASELINE = "(baseline)"

@@ -11,7 +11,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from doctor.errors import DoctorError
+from doctor.errors import ConfigError, DoctorError
+from doctor.limits import MAX_RESULTS_BYTES, read_text
 from doctor.results import Examination
 
 
@@ -75,12 +76,12 @@ def load_examination(path: str | Path) -> Examination:
     path = Path(path)
     if path.is_dir():
         path = path / "results.json"
+    if not path.exists():
+        raise ResultsFileError(f"{path}: no such results file")
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ResultsFileError(f"{path}: no such results file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ResultsFileError(f"{path}: cannot read results file ({exc.__class__.__name__})") from None
+        text = read_text(path, MAX_RESULTS_BYTES, "the results file")
+    except ConfigError as exc:
+        raise ResultsFileError(str(exc)) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

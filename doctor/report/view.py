@@ -8,26 +8,21 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from doctor.metrics import registry as metrics_registry
+from doctor.modifications import registry
+from doctor.modifications.kinds.compose import leaves
+from doctor.predict.annotate import METRIC as PREDICTED_METRIC
 from doctor.report import format as fmt
 from doctor.results import CheckupResult, Examination, Finding, Measurement, TextInfo
-from doctor.spec.checkup import SEVERITIES
+from doctor.spec.checkup import severity_rank
 
-# Columns of the checkup overview, in this order, when any checkup measured them.
-SUMMARY_KEYS = ("ppl_ratio", "kl_mean", "top1_agreement", "effective_bits", "sparsity", "coverage", "params_ratio",
-                "size_mb", "latency_ms")
-# The order of metric rows in a checkup's detail table; other keys follow alphabetically.
-METRIC_ORDER = ("ppl", "ppl_ratio", "nll_delta", "kl_mean", "kl_max", "kl_p999", "kl_p99", "kl_p95", "kl_p90",
-                "kl_median", "top1_agreement", "delta_p_mean", "delta_p_rms", "delta_p_p01", "delta_p_p99",
-                "kl_coverage", "kl_coverage_min", "layer_error_max", "layer_error_mean", "effective_bits", "sparsity",
-                "coverage", "params",
-                "params_ratio", "size_mb", "latency_ms")
+# Columns of the checkup overview, in this order, when any checkup measured them (the metric registry's
+# `summary` keys).
+SUMMARY_KEYS = metrics_registry.summary_keys()
+# The order of metric rows in a checkup's detail table (the registry's order); other keys follow alphabetically.
+METRIC_ORDER = metrics_registry.report_order()
 
 Pairs = list[tuple[str, str]]
-
-
-def severity_rank(severity: str) -> int:
-    """Higher is more severe; unknown severities rank above 'critical' so they are never buried."""
-    return SEVERITIES.index(severity) if severity in SEVERITIES else len(SEVERITIES)
 
 
 @dataclass(frozen=True)
@@ -248,6 +243,9 @@ def _cell(key: str, m: Measurement, c: CheckupResult | None, threshold_text: tup
         outside = expected.outside or ""
         notes = [] if expected.in_domain else ["outside the predictor's domain"]
         exp_note = "; ".join(notes + ([expected.warning] if expected.warning else []))
+    elif c is not None and key == PREDICTED_METRIC:
+        why = registry.no_expectation([str(leaf.get("kind")) for leaf in leaves(c.modification)])
+        exp_text, exp_note = ("no expectation", why) if why else ("", "")
     bound, verdict = threshold_text or ("", "")
     note = ", ".join(p for p in (f"n={m.n}" if m.n is not None else "", m.note or "") if p)
     return MetricCell(key=key, label=fmt.metric_label(key), value=fmt.number(m.value, key),

@@ -3,35 +3,25 @@
 from __future__ import annotations
 
 import math
-import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from doctor.metrics.registry import groups, is_metric_key, metric_keys
 from doctor.spec.modification import CalibrationSpec, Modification, Spec
 
 Severity = Literal["info", "low", "medium", "high", "critical"]
 SEVERITIES: tuple[str, ...] = ("info", "low", "medium", "high", "critical")
 
-# Metric groups a checkup can ask for, and the observation keys each produces.
-METRIC_GROUPS: dict[str, tuple[str, ...]] = {
-    "perplexity": ("ppl", "ppl_ratio", "nll_delta"),
-    "kl": ("kl_mean", "kl_max", "kl_p999", "kl_p99", "kl_p95", "kl_p90", "kl_median", "top1_agreement",
-           "delta_p_mean", "delta_p_rms", "delta_p_p01", "delta_p_p99", "kl_coverage", "kl_coverage_min"),
-    "layer_error": ("layer_error_max", "layer_error_mean", "layer_probe_passes"),
-    "attention": ("attention_entropy_shift",),
-    "tasks": (),  # keys are per task: acc:<task>, acc_norm:<task>, acc_drop:<task>
-    "generation": ("repetition_rate", "distinct_1", "distinct_2", "mean_length", "generated_ppl"),
-    "size": ("size_mb", "params", "params_ratio", "effective_bits", "sparsity"),
-    "latency": ("latency_ms", "latency_torch_ms", "latency_ratio", "throughput_tok_s", "throughput_torch_tok_s",
-                "throughput_ratio"),
-}
-METRIC_KEYS: frozenset[str] = frozenset(k for keys in METRIC_GROUPS.values() for k in keys)
-_TASK_KEY = re.compile(r"^(acc|acc_norm|acc_drop|exact_match):[A-Za-z0-9_.-]+$")
 
+def severity_rank(severity: str) -> int:
+    """Higher is more severe; an unknown severity (a results file from elsewhere) ranks above 'critical', so it
+    is never buried in a report nor let through a release gate."""
+    return SEVERITIES.index(severity) if severity in SEVERITIES else len(SEVERITIES)
 
-def is_metric_key(key: str) -> bool:
-    return key in METRIC_KEYS or bool(_TASK_KEY.match(key))
+# Metric groups a checkup can ask for, and the observation keys each produces (from the metric registry).
+METRIC_GROUPS: dict[str, tuple[str, ...]] = {name: tuple(k.key for k in g.keys) for name, g in groups().items()}
+METRIC_KEYS: frozenset[str] = frozenset(metric_keys())
 
 
 def unknown_metric_message(key: str) -> str:

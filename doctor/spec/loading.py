@@ -69,13 +69,13 @@ def parse_yaml(text: str, source: str) -> _Marked:
         data = _construct(root, (), lines)
     except ConfigError as exc:
         message, line, path = exc.args
-        raise ConfigError(f"{source}:{line}: {_dotted(path)}: {message}") from None
+        raise ConfigError(f"{source}:{line}: {dotted(path)}: {message}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: invalid YAML: {str(exc).splitlines()[0]}") from None
     return _Marked(data, lines)
 
 
-def _dotted(path: tuple) -> str:
+def dotted(path: tuple) -> str:
     return ".".join(str(p) for p in path) or "<root>"
 
 
@@ -118,7 +118,7 @@ def format_validation_error(exc: ValidationError, marked: _Marked, source: str) 
             message = f"unknown kind {err['ctx']['tag']!r}; known: {err['ctx']['expected_tags']}"
         elif err["type"] == "union_tag_not_found":
             message = f"missing key 'kind'; one of {_KINDS}"
-        out.append(f"{source}:{line}: {_dotted(path)}: {message}")
+        out.append(f"{source}:{line}: {dotted(path)}: {message}")
     if len(errors) > MAX_REPORTED:
         out.append(f"{source}: ... and {len(errors) - MAX_REPORTED} more problems")
     return "\n".join(out)

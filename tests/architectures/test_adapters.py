@@ -10,6 +10,7 @@ import torch
 from arch_zoo import CONFIGS, tiny_model
 
 import doctor.architectures as architectures
+from doctor import plugins
 from doctor.architectures import GENERIC, architecture_of
 from doctor.architectures.llama import LlamaLike
 from doctor.compress.adapters import decoder_layers
@@ -38,13 +39,14 @@ class KeepsDown(LlamaLike):
 
 class FakeEntryPoint:
     name = "keeps-down"
+    value = "tests.architectures.test_adapters:KeepsDown"
 
     def load(self):
         return KeepsDown
 
 
 def test_a_plugin_adapter_from_an_entry_point_takes_precedence(monkeypatch, tmp_path):
-    monkeypatch.setattr(architectures, "entry_points", lambda group: [FakeEntryPoint()] if
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [FakeEntryPoint()] if
                         group == "model_doctor.architectures" else [])
     architectures.plugins.cache_clear()
     try:
@@ -64,11 +66,12 @@ def test_a_plugin_adapter_from_an_entry_point_takes_precedence(monkeypatch, tmp_
 def test_a_broken_plugin_is_skipped(monkeypatch):
     class Broken:
         name = "broken"
+        value = "missing:Adapter"
 
         def load(self):
             raise ImportError("no such module")
 
-    monkeypatch.setattr(architectures, "entry_points", lambda group: [Broken()])
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [Broken()])
     architectures.plugins.cache_clear()
     try:
         assert architecture_of(decoder_layers(tiny_model("llama"))[0]).name == "llama"

@@ -69,8 +69,11 @@ def test_mamba_keeps_dt_proj_and_the_recurrence_and_says_so(tmp_path):
 
 
 def test_coverage_is_reported_next_to_bits_and_sparsity():
+    from types import SimpleNamespace
+
     from doctor.backends.torch_backend import TorchBackend
-    from doctor.checkup_run import size_metrics
+    from doctor.metrics.measuring import Measuring
+    from doctor.metrics.registry import groups
     from doctor.report.view import SUMMARY_KEYS
 
     patient = as_patient(tiny_model("llama"), "llama")
@@ -82,6 +85,7 @@ def test_coverage_is_reported_next_to_bits_and_sparsity():
     session.patient = patient
     realized = {"effective_bits": 4.25, "quantized_weights": 100, "sparsity": 0.0, "coverage": 1.0,
                 "target_weights": 100}
-    metrics = size_metrics(session, TorchBackend(patient.model), realized)
+    measuring = Measuring(session, None, TorchBackend(patient.model), None, SimpleNamespace(realized=realized))
+    metrics = groups()["size"].measure_fn()(measuring)
     assert metrics["coverage"].value == 1.0 and metrics["coverage"].n == 100
     assert SUMMARY_KEYS.index("coverage") == SUMMARY_KEYS.index("sparsity") + 1

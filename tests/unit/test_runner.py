@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
 
-from doctor import checkup_run, modifications
+from doctor import checkup_run
 from doctor.errors import DoctorError
+from doctor.modifications import registry
+from doctor.modifications.base import Applied
 from doctor.runner import Options, examine
 from doctor.spec.checkup import Suite
 from tests.conftest import assert_bit_identical, state_snapshot
@@ -50,11 +53,11 @@ def _nan_quantize(spec, ctx):
     ctx.undo.save_tensor(weight)
     with torch.no_grad():
         weight[0, 0] = float("nan")
-    return modifications.Applied()
+    return Applied()
 
 
 def test_nan_producing_modification_is_a_recorded_failure(tiny_llama, tmp_path, monkeypatch):
-    monkeypatch.setitem(modifications.IMPLEMENTATIONS, "quantize", f"{__name__}:_nan_quantize")
+    monkeypatch.setitem(registry.methods(), "quantize", replace(registry.method("quantize"), apply=_nan_quantize))
     before = state_snapshot(tiny_llama.model)
     exam = examine(tiny_llama, Suite.model_validate(SUITE), _options(tmp_path))
     assert exam.checkups[0].status == "error" and "NaN" in exam.checkups[0].error

@@ -1,0 +1,1 @@
+"""Built-in metric groups, one module each, every one declaring `GROUP = MetricGroup(...)`."""

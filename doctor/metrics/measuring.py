@@ -1,0 +1,119 @@
+"""Measuring one checkup's metric groups: what the groups share is computed once, each group reads its part.
+
+The evaluation pass over the eval windows serves every group that declares `evaluation` (with KL when any of
+them needs it); the layer probe serves `layer_error` and `attention` together.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from doctor.metrics.registry import MetricGroup, groups
+from doctor.results import LayerStat, Measurement
+
+
+@dataclass
+class Measuring:
+    """One checkup being measured: the session, the checkup, its backend and apply context, its result so far."""
+
+    session: Any  # doctor.checkup_run.Session
+    checkup: Any  # doctor.spec.checkup.Checkup
+    backend: Any
+    ctx: Any  # doctor.modifications.base.ApplyContext
+    result: Any  # doctor.results.CheckupResult
+    memo: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def requested(self) -> list[MetricGroup]:
+        registered = groups()
+        return [registered[name] for name in registered if name in self.checkup.metrics]
+
+    def evaluation(self) -> dict[str, Measurement]:
+        """ppl, ppl_ratio, nll_delta (and KL statistics when a requested group needs them), from one pass."""
+        if "evaluation" not in self.memo:
+            from doctor.evaluation import compare_pass
+            from doctor.metrics.language import against_baseline
+
+            session, spec = self.session, self.session.eval_spec
+            current = compare_pass(
+                self.backend, session.windows, session.cache, session.patient.facts.vocab,
+                batch_size=spec.batch_size, with_kl=any(g.evaluation == "kl" for g in self.requested),
+                progress=window_progress(session.progress, f"{self.checkup.id}: measuring", session.windows.shape[0]),
+            )
+            self.memo["evaluation"] = against_baseline(session.base_pass, current, spec.bootstrap, spec.seed)
+        return self.memo["evaluation"]
+
+    def from_evaluation(self, group: MetricGroup) -> dict[str, Measurement]:
+        """The evaluation pass's measurements that belong to `group`, in the pass's own order."""
+        keys = {k.key for k in group.keys}
+        return {k: v for k, v in self.evaluation().items() if k in keys}
+
+    def layer_metrics(self) -> dict[str, Measurement]:
+        """Per-layer statistics from the probe, merged into the result's layers; the first caller gets them."""
+        if "layers" in self.memo or self.session.probe is None:
+            return {}
+        self.memo["layers"] = True
+        start = time.perf_counter()
+        measured = self.session.probe.compare(self.session.patient.model, self.ctx.undo.originals())
+        self.result.layers = merge_layers(self.result.layers, measured)
+        out = layer_summary(self.result.layers)
+        if self.session.pass_s > 0:  # the probe's own passes (eager attention), priced in evaluation passes
+            out["layer_probe_passes"] = Measurement(
+                value=(time.perf_counter() - start) / self.session.pass_s,
+                note="the layer probe's extra forward passes (eager attention, up to 4 windows) in evaluation passes",
+            )
+        return out
+
+
+def window_progress(progress, label: str, total: int):
+    """A per-batch callback that reports "<label> i/N windows": evaluation passes are the long work."""
+    done = 0
+
+    def step(count: int) -> None:
+        nonlocal done
+        done += count
+        progress(f"{label} {done}/{total} windows")
+
+    return step
+
+
+def measure_groups(measuring: Measuring) -> dict[str, Measurement]:
+    """Every requested group's measurements while the modification is applied, in registry order."""
+    metrics: dict[str, Measurement] = {}
+    for group in measuring.requested:
+        metrics.update(group.measure_fn()(measuring))
+    return metrics
+
+
+def after_restore(measuring: Measuring) -> dict[str, Measurement]:
+    """The measurements of groups that finish on the restored model."""
+    metrics: dict[str, Measurement] = {}
+    for group in measuring.requested:
+        finish = group.after_restore_fn()
+        if finish is not None:
+            metrics.update(finish(measuring))
+    return metrics
+
+
+def merge_layers(applied: list[LayerStat], measured: list[LayerStat]) -> list[LayerStat]:
+    """Measured per-layer error wins `rel_error`; the modification's own numbers move to `extra`."""
+    by_layer = {s.layer: s for s in measured}
+    for stat in applied:
+        target = by_layer.setdefault(stat.layer, LayerStat(layer=stat.layer, name=stat.name))
+        if stat.rel_error is not None:
+            target.extra["solver_error"] = stat.rel_error
+        if stat.sparsity is not None:
+            target.sparsity = stat.sparsity
+        if stat.seconds is not None:
+            target.seconds = stat.seconds
+        target.extra.update(stat.extra)
+    return [by_layer[k] for k in sorted(by_layer)]
+
+
+def layer_summary(layers: list[LayerStat]) -> dict[str, Measurement]:
+    from doctor.metrics.layerwise import summary
+
+    n = sum(1 for s in layers if s.rel_error is not None)
+    return {key: Measurement(value=value, n=n) for key, value in summary(layers).items()}

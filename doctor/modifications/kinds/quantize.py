@@ -1,0 +1,85 @@
+"""`kind: quantize`: weight-only quantization (RTN, GPTQ, AWQ) of the linear layers in the decoder blocks."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from doctor.modifications.registry import Compression, ModificationMethod, Unsupported, pick
+from doctor.spec.base import CalibrationSpec, Spec, TargetSpec
+
+# Each method and the function that applies it (`apply(spec, ctx) -> Applied`): the spec's `method` values.
+METHODS = {
+    "rtn": "doctor.modifications.quantize:apply_rtn",
+    "gptq": "doctor.compress.gptq:apply_gptq",
+    "awq": "doctor.compress.awq:apply_awq",
+}
+
+
+class QuantizeSpec(Spec):
+    """Weight-only quantization of the linear layers in the decoder blocks."""
+
+    kind: Literal["quantize"] = "quantize"
+    method: Literal[tuple(METHODS)] = "rtn"
+    bits: int = Field(ge=2, le=8)
+    group_size: int | None = Field(None, ge=8, description="None: one scale per output channel")
+    symmetric: bool = False
+    act_order: bool = Field(False, description="GPTQ: quantize columns in order of decreasing Hessian diagonal")
+    static_groups: bool = Field(
+        False, description="GPTQ with groups: find every group's scale up front on contiguous columns (upstream "
+        "--static-groups), so act_order keeps groups contiguous in storage order",
+    )
+    damp: float = Field(0.01, gt=0, lt=1, description="GPTQ/SparseGPT: dampening as a fraction of mean diag(H)")
+    block_size: int = Field(128, ge=1, description="GPTQ/SparseGPT: columns per lazy-update block")
+    grid: int = Field(20, ge=2, le=200, description="AWQ: points in the scale-exponent grid search")
+    targets: TargetSpec | None = None
+    calibration: CalibrationSpec | None = None
+
+    @model_validator(mode="after")
+    def _check_static_groups(self) -> QuantizeSpec:
+        if self.static_groups and (self.method != "gptq" or self.group_size is None):
+            raise ValueError("static_groups applies only to method 'gptq' with a group_size")
+        return self
+
+
+def summary(mod: dict[str, Any]) -> str:
+    parts = ["quantize", str(mod.get("method", "rtn")), f"{mod.get('bits')}-bit"]
+    parts.append(f"g{mod['group_size']}" if mod.get("group_size") else "per-channel")
+    if mod.get("symmetric"):
+        parts.append("sym")
+    if mod.get("act_order"):
+        parts.append("act-order")
+    if mod.get("static_groups"):
+        parts.append("static-groups")
+    return " ".join(parts)
+
+
+def level(mod: dict[str, Any], realized: dict[str, Any]) -> float | None:
+    """1 - bits/16: 16-bit weights are the uncompressed reference."""
+    return 1.0 - mod["bits"] / 16.0 if isinstance(mod.get("bits"), (int, float)) else None
+
+
+def case_fields(mod: dict, realized: dict, layers: int) -> dict:
+    bits = pick(realized, mod, "bits")
+    if bits is None:
+        raise Unsupported("quantize without bits")
+    return {"kind": "quantization", "method": str(mod.get("method", "rtn")), "bits": float(bits),
+            "group_size": pick(realized, mod, "group_size")}
+
+
+METHOD = ModificationMethod(
+    kind="quantize",
+    spec=QuantizeSpec,
+    apply="doctor.modifications.quantize:apply",
+    summary=summary,
+    compression=Compression("bits", level),
+    predictor=case_fields,
+    examples=(
+        {"kind": "quantize", "method": "rtn", "bits": 3, "group_size": 32},
+        {"kind": "quantize", "method": "gptq", "bits": 3, "group_size": 32, "act_order": True},
+        {"kind": "quantize", "method": "awq", "bits": 3, "group_size": 32},
+    ),
+    rank=10,
+    description=QuantizeSpec.__doc__,
+)
