@@ -27,15 +27,15 @@ import torch
 
 from benchmarks.models import random_llama, smollm2, smollm2_dir
 from doctor.backends.torch_backend import TorchBackend
-from doctor.checkup_run import run_checkup
-from doctor.evaluation import baseline_pass, compare_pass
+from doctor.data.texts import eval_windows, resolve_corpus, tokenize
+from doctor.examination.checkup import run_checkup
+from doctor.examination.runner import Options, examine, prepare
+from doctor.metrics.evaluation import baseline_pass, compare_pass
 from doctor.modifications import apply_modification
 from doctor.modifications.base import ApplyContext, UndoLog
 from doctor.patient import Patient, load_patient
-from doctor.runner import Options, examine, prepare
 from doctor.spec.checkup import Suite
 from doctor.spec.modification import QuantizeSpec
-from doctor.texts import eval_windows, resolve_corpus, tokenize
 
 K = 3
 

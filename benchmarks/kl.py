@@ -19,11 +19,11 @@ import numpy as np
 
 from benchmarks.models import random_llama, smollm2
 from doctor.backends.torch_backend import TorchBackend
-from doctor.evaluation import baseline_pass, compare_pass, kl_plan
+from doctor.data.texts import eval_windows, resolve_corpus, tokenize
+from doctor.metrics.evaluation import baseline_pass, compare_pass, kl_plan
 from doctor.modifications import apply_modification
 from doctor.modifications.base import ApplyContext, UndoLog
 from doctor.spec.modification import QuantizeSpec
-from doctor.texts import eval_windows, resolve_corpus, tokenize
 
 GOAL_ERROR, GOAL_COMPRESSION = 0.01, 50.0
 

@@ -17,7 +17,7 @@ def checkups() -> None:
 @checkups.command("list")
 def list_suites() -> None:
     """List the built-in suites."""
-    from doctor.suites import builtin_suites, load_suite
+    from doctor.spec.suites import builtin_suites, load_suite
 
     for name, path in builtin_suites().items():
         suite, _, _ = load_suite(str(path))
@@ -29,7 +29,7 @@ def list_suites() -> None:
 @click.pass_context
 def show(ctx: click.Context, suite: str) -> None:
     """Show the checkups of a suite (a built-in name or a file)."""
-    from doctor.suites import load_suite
+    from doctor.spec.suites import load_suite
 
     with user_errors(ctx.obj["verbose"]):
         loaded, path, _ = load_suite(suite)
@@ -48,7 +48,7 @@ def validate(files: tuple[str, ...], rule_dirs: tuple[Path, ...]) -> None:
     corpora and task names (and rules with --rules). Every problem is one line naming file, line and key path."""
     from doctor.diagnose import load_rules
     from doctor.errors import DoctorError
-    from doctor.preflight import check_suite
+    from doctor.input.preflight import check_suite
 
     errors = 0
     for f in files:
@@ -70,7 +70,7 @@ def validate(files: tuple[str, ...], rule_dirs: tuple[Path, ...]) -> None:
 
 
 def _print_error(exc: Exception) -> None:
-    from doctor.limits import printable
+    from doctor.input.limits import printable
 
     for line in str(exc).splitlines():
         click.secho(f"error: {printable(line)}", fg="red", err=True)

@@ -30,8 +30,8 @@ from doctor.diagnose.operands import (
 )
 from doctor.diagnose.selectors import Scalar
 from doctor.diagnose.sweep import SweepOperand
-from doctor.safe_regex import RegexError, compile_safe
-from doctor.safe_regex import search as safe_search
+from doctor.input.safe_regex import RegexError, compile_safe
+from doctor.input.safe_regex import search as safe_search
 from doctor.spec.modification import Spec
 
 NUMERIC_OPS = ("<", "<=", ">", ">=")

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from doctor.evaluation import PassResult
+from doctor.metrics.evaluation import PassResult
 from doctor.results import Measurement
 
 LEVEL = 0.95

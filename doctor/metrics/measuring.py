@@ -18,7 +18,7 @@ from doctor.results import LayerStat, Measurement
 class Measuring:
     """One checkup being measured: the session, the checkup, its backend and apply context, its result so far."""
 
-    session: Any  # doctor.checkup_run.Session
+    session: Any  # doctor.examination.checkup.Session
     checkup: Any  # doctor.spec.checkup.Checkup
     backend: Any
     ctx: Any  # doctor.modifications.base.ApplyContext
@@ -33,7 +33,7 @@ class Measuring:
     def evaluation(self) -> dict[str, Measurement]:
         """ppl, ppl_ratio, nll_delta (and KL statistics when a requested group needs them), from one pass."""
         if "evaluation" not in self.memo:
-            from doctor.evaluation import compare_pass
+            from doctor.metrics.evaluation import compare_pass
             from doctor.metrics.language import against_baseline
 
             session, spec = self.session, self.session.eval_spec

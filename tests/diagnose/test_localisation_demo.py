@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from doctor.runner import Options, examine
+from doctor.examination.runner import Options, examine
 from doctor.spec.checkup import Suite
 
 LOCALISATION = {"module-localised-damage", "outlier-channel-damage", "attention-entropy-shift"}

@@ -7,11 +7,11 @@ import math
 import pytest
 
 from doctor.backends.torch_backend import TorchBackend
-from doctor.evaluation import baseline_pass
+from doctor.data.texts import eval_windows, resolve_corpus, tokenize
+from doctor.examination.runner import Options, examine
+from doctor.metrics.evaluation import baseline_pass
 from doctor.report import render_reports
-from doctor.runner import Options, examine
 from doctor.spec.checkup import Suite
-from doctor.texts import eval_windows, resolve_corpus, tokenize
 
 CPU = "CPUExecutionProvider"
 

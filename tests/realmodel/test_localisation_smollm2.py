@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from doctor.examination.runner import Options, examine
 from doctor.report import render_reports
-from doctor.runner import Options, examine
 from doctor.spec.checkup import Suite
 
 pytestmark = pytest.mark.realmodel

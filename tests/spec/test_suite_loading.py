@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from doctor.cli import main
 from doctor.errors import ConfigError
-from doctor.suites import builtin_suites, load_suite
+from doctor.spec.suites import builtin_suites, load_suite
 
 GOOD = """\
 name: t

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from doctor.backends.torch_backend import TorchBackend
-from doctor.evaluation import baseline_pass, compare_pass, kl_plan
+from doctor.metrics.evaluation import baseline_pass, compare_pass, kl_plan
 from doctor.metrics.language import KL_QUANTILES, against_baseline
 from doctor.modifications.base import UndoLog
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from doctor.errors import ConfigError, DataError
-from doctor.limits import MAX_CORPUS_BYTES, read_text
+from doctor.input.limits import MAX_CORPUS_BYTES, read_text
 from doctor.resources import DATA
 from doctor.results import TextInfo
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from doctor.texts import CORPORA, calibration_windows, eval_windows, resolve_corpus, tokenize
+from doctor.data.texts import CORPORA, calibration_windows, eval_windows, resolve_corpus, tokenize
 
 
 @pytest.mark.parametrize("name", sorted(CORPORA))

@@ -10,7 +10,7 @@ import torch
 
 from doctor.backends.torch_backend import TorchBackend
 from doctor.errors import NumericError
-from doctor.evaluation import FULL_VOCAB_LIMIT, baseline_pass, compare_pass, kl_plan
+from doctor.metrics.evaluation import FULL_VOCAB_LIMIT, baseline_pass, compare_pass, kl_plan
 from doctor.metrics.language import against_baseline, perplexity
 
 
@@ -48,7 +48,7 @@ def test_topk_kl_is_a_close_lower_bound_of_full_kl(demo_patient):
     from doctor.modifications.base import UndoLog
 
     model = demo_patient.model
-    from doctor.texts import eval_windows, resolve_corpus, tokenize
+    from doctor.data.texts import eval_windows, resolve_corpus, tokenize
 
     text = resolve_corpus("tinystories-valid", demo=True, purpose="eval")
     windows = eval_windows(tokenize(text, demo_patient.tokenizer), 128, 3)

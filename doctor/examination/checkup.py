@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from doctor.errors import DoctorError
-from doctor.evaluation import BaselineCache, PassResult
+from doctor.metrics.evaluation import BaselineCache, PassResult
 from doctor.metrics.measuring import Measuring, after_restore, measure_groups, window_progress
 from doctor.modifications import apply_modification
 from doctor.modifications.base import ApplyContext, UndoLog

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from doctor.architectures.vocab import check_token_ids
+from doctor.data.texts import calibration_windows, resolve_corpus, text_info, tokenize
 from doctor.modifications.base import Calibration
 from doctor.spec.modification import CalibrationSpec
-from doctor.texts import calibration_windows, resolve_corpus, text_info, tokenize
 
 
 class CalibrationProvider:
