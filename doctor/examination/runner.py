@@ -106,7 +106,7 @@ def prepare(patient: Patient, suite: Suite, options: Options, progress) -> tuple
 
     backend = TorchBackend(patient.model)
     if options.backend == "onnx":  # fail before the baseline, not once per checkup
-        from doctor.backends.onnx_backend import require_onnxruntime
+        from doctor.onnx.backend import require_onnxruntime
 
         require_onnxruntime()
     base_pass, cache = baseline_pass(
