@@ -40,6 +40,7 @@ class Session:
     make_backend: Any  # () -> Backend for the current model state
     out_dir: Path
     probe: Any = None  # doctor.metrics.layerwise.LayerProbe, when a checkup asks for layer metrics
+    pass_s: float = 0.0  # seconds of the baseline's evaluation pass, to price extra passes
     baseline_tasks: dict[str, Measurement] = field(default_factory=dict)
     progress: Any = lambda message: None
 
