@@ -227,4 +227,6 @@ def make_plots(exam: Examination) -> list[Plot]:
         kl_distribution_plot(exam, text),
         candidate_plot(exam, text),
     ]
-    return [p for p in candidates if p is not None]
+    from doctor.report.heatmap import module_heatmaps
+
+    return [p for p in candidates if p is not None] + module_heatmaps(exam, text)
