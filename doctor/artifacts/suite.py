@@ -26,7 +26,7 @@ def checkup_id(path: Path, taken: set[str]) -> str:
 def with_candidates(suite: Suite, sha256: str, candidates: list[Path], keep_checkups: bool) -> tuple[Suite, str]:
     """`suite` with a checkup per candidate (after its own checkups, or instead of them), and the SHA-256 that
     identifies the combination for --resume."""
-    from doctor.preflight import check_artifact
+    from doctor.input.preflight import check_artifact
 
     for path in candidates:
         try:
@@ -53,7 +53,7 @@ def check_candidates_fit(suite: Suite, patient) -> None:
     """Every artifact of `suite` has the patient's tokenizer: checked once the model is loaded, before the
     baseline is measured, so a wrong file is a one-line error (exit 2) rather than an hour's wait."""
     from doctor.artifacts.candidate import check_tokenizer
-    from doctor.preflight import artifact_refs
+    from doctor.input.preflight import artifact_refs
 
     for _, path, _ in artifact_refs(suite):
         check_tokenizer(Path(path).expanduser(), patient)

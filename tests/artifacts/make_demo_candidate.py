@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from doctor.calibration import CalibrationProvider
+from doctor.data.calibration import CalibrationProvider
 from doctor.modifications import apply_modification
 from doctor.modifications.base import ApplyContext, UndoLog
 from doctor.modifications.kinds.quantize import QuantizeSpec

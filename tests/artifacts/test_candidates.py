@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from doctor.artifacts.candidate import detect_format, load_candidate
 from doctor.cli import main
 from doctor.errors import ModelLoadError
+from doctor.examination.runner import Options, examine
 from doctor.modifications.kinds.quantize import QuantizeSpec
 from doctor.resources import DEMO_CANDIDATE
-from doctor.runner import Options, examine
 from doctor.spec.checkup import Suite
 from tests.artifacts.checkpoint_writers import write_packed
 from tests.artifacts.gguf_writers import write_llama_gguf
