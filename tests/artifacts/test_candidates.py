@@ -53,7 +53,7 @@ def test_gptq_round_trip_matches_the_in_memory_checkup(demo_patient, tmp_path):
     undo.restore()
     gptq = QuantizeSpec(method="gptq", bits=4, group_size=32, static_groups=True, calibration=CALIBRATION)
     suite = Suite.model_validate({"name": "round-trip", "eval": EVAL, "checkups": [
-        {"id": "in-memory", "modification": gptq.model_dump(), "metrics": ["perplexity", "kl"]},
+        {"id": "in-memory", "modification": {"kind": "quantize", **gptq.model_dump(exclude_unset=True)}, "metrics": ["perplexity", "kl"]},
         {"id": "packed", "modification": {"kind": "artifact", "path": str(folder)}, "metrics": ["perplexity", "kl"]},
     ]})
     exam = examine(demo_patient, suite, Options(out_dir=tmp_path / "out", use_predictor=False))
