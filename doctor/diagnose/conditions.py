@@ -45,7 +45,7 @@ _OPERAND_KEYS: dict[str, type[Operand]] = {
     "field": FieldOperand, "baseline": BaselineOperand, "patient": PatientOperand,
 }  # fmt: skip
 OPERAND_KEYS = tuple(_OPERAND_KEYS)
-TAG_PREFIXES = ("operand:", "condition:", "to:")
+TAG_PREFIXES = ("operand:", "condition:", "to:", "match:")
 
 
 def _operand_tag(value: Any) -> str | None:

@@ -8,10 +8,11 @@ checkup exposes the parameters of its steps and every compressing kind exposes a
 from __future__ import annotations
 
 import json
+import math
 from fnmatch import fnmatchcase
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Discriminator, Field, Tag, model_validator
 
 from doctor.modifications import registry
 from doctor.modifications.kinds.compose import leaves
@@ -31,6 +32,8 @@ class Range(Spec):
     def _one_bound(self) -> Range:
         if self.min is None and self.max is None:
             raise ValueError("a range needs 'min' or 'max'")
+        if any(v is not None and not math.isfinite(v) for v in (self.min, self.max)):
+            raise ValueError("range bounds must be finite numbers (NaN matches nothing)")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min}) is above max ({self.max})")
         return self
@@ -41,7 +44,16 @@ class Range(Spec):
         return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
 
 
-Match = Range | list[Scalar] | Scalar
+def _match_tag(value: Any) -> str:
+    return "match:range" if isinstance(value, (dict, Range)) else "match:list" if isinstance(value, list) else "match:scalar"
+
+
+# tagged by shape, so a bad range is reported once, not once per member of the union
+Match = Annotated[
+    Annotated[Range, Tag("match:range")] | Annotated[list[Scalar], Tag("match:list")]
+    | Annotated[Scalar, Tag("match:scalar")],
+    Discriminator(_match_tag),
+]
 
 
 def match_value(pattern: Match, value: Any) -> bool:

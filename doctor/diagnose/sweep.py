@@ -6,6 +6,7 @@ that runs per checkup, by `same` (peers sharing the subject's parameters, e.g. t
 
 from __future__ import annotations
 
+import math
 from fnmatch import fnmatchcase
 from typing import Any, ClassVar, Literal
 
@@ -48,6 +49,13 @@ class SweepOperand(Operand):
     realized: str | None = None
 
     _known = field_validator("metric")(known_metric)
+
+    @field_validator("limit")
+    @classmethod
+    def _finite_limit(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("limit must be a finite number")
+        return value
 
     field: Literal[CHECKUP_FIELDS] | None = None  # type: ignore[valid-type]
     select: Selector | None = None

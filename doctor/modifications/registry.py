@@ -63,6 +63,8 @@ class ModificationMethod:
     - `rank`: order in kind lists, the union and the JSON Schema (built-ins 10..90; plugins default after them).
     - `slow`: applying an example takes tens of seconds (an export): the contract test's restore check runs
       it under the `slow` marker.
+    - `needs`: a layout the dense demo model lacks ('experts': a mixture of experts); the contract test then
+      checks the examples' restore on a tiny random model that has it.
     """
 
     kind: str
@@ -74,6 +76,7 @@ class ModificationMethod:
     examples: tuple[dict[str, Any], ...]
     rank: int = 500
     slow: bool = False
+    needs: str | None = None
     description: str = field(default="")
 
     def implementation(self) -> Callable[[Any, Any], Any]:

@@ -27,6 +27,7 @@ KINDS: list[tuple[str, dict]] = [
     ("SparseGPT 2:4", {"kind": "prune", "method": "sparsegpt", "structure": "nm", "n": 2, "m": 4}),
     ("heads 25%", {"kind": "prune", "method": "wanda", "structure": "heads", "sparsity": 0.25}),
     ("channels 30%", {"kind": "prune", "method": "wanda", "structure": "channels", "sparsity": 0.3}),
+    ("experts -1 (routing)", {"kind": "prune_experts", "count": 1}),
     ("remove 1 (BI)", {"kind": "remove_layers", "count": 1}),
     ("expand 1 (identity)", {"kind": "expand_layers", "count": 1, "init": "identity"}),
     ("greedy decoding", {"kind": "decode", "strategy": "greedy"}),

@@ -15,6 +15,8 @@ UNSUPPORTED = {
     ("falcon", "heads 25%"),  # multi-query attention: one KV group, so no KV group can be removed
     # Jamba's config derives layer types from a period and an offset, which cannot describe the new order
     ("jamba", "remove 1 (BI)"), ("jamba", "expand 1 (identity)"),
+    # expert pruning needs a mixture of experts
+    *((arch, "experts -1 (routing)") for arch in CONFIGS if arch not in ("mixtral", "qwen2_moe", "jamba")),
 }
 
 

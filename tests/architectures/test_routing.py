@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 from arch_zoo import tiny_model
@@ -20,7 +18,9 @@ IDS = torch.randint(3, 128, (2, 32), generator=torch.Generator().manual_seed(0))
 
 
 def _spec(count=1, fraction=None):
-    return SimpleNamespace(count=count, fraction=fraction, calibration=None)
+    from doctor.modifications.kinds.prune_experts import PruneExpertsSpec
+
+    return PruneExpertsSpec(count=count, fraction=fraction)
 
 
 def test_routing_matches_the_router_and_an_unchanged_model_has_no_shift():

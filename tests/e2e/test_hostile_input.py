@@ -220,6 +220,7 @@ def test_non_finite_threshold_is_refused(tmp_path, value):
     (("{metric: ppl_ratio}", "{metric: happiness}"), ["when.value", "unknown metric 'happiness'"]),
     (("{metric: ppl_ratio}", "{metric: ppl_ration}"), ["did you mean 'ppl_ratio'"]),
     (("to: 1.5", "to: .nan"), ["when", "finite"]),
+    (("title: Big loss\n", "title: Big loss\nselect: {params: {bits: {max: .nan}}}\n"), ["select", "finite"]),
     (("ratio {{ ppl_ratio | fmt }}", "{% if ppl_ratio %}{{ kl_mean }}{% endif %}"), ["finding.explanation", "'kl_mean'"]),
     (('{value: {metric: ppl_ratio}, op: ">", to: 1.5}', '{value: {field: id}, op: matches, to: "(a)\\\\1"}'),
      ["when", "RE2", "invalid escape sequence"]),

@@ -79,16 +79,31 @@ def _restore_check(patient, tmp_path, examples: list[tuple[str, str, dict]]) -> 
         assert torch.equal(model(ids).logits, logits)
 
 
-def _examples(slow: bool) -> list[tuple[str, str, dict]]:
+def _examples(slow: bool, needs: str | None = None) -> list[tuple[str, str, dict]]:
     return [(name, kind, spec) for name, (kind, spec) in zip(IDS, EXAMPLES, strict=True)
-            if registry.method(kind).slow == slow]
+            if registry.method(kind).slow == slow and registry.method(kind).needs == needs]
 
 
 def test_every_example_restores_the_demo_model_exactly(demo_patient, tmp_path):
     """All kinds in one examination, so that a kind which leaves anything behind spoils the ones after it too."""
     examples = _examples(slow=False)
-    assert {kind for _, kind, _ in examples} | {kind for _, kind, _ in _examples(slow=True)} == set(registry.kinds())
+    elsewhere = _examples(slow=True) + _examples(slow=False, needs="experts")
+    assert {kind for _, kind, _ in examples + elsewhere} == set(registry.kinds())
     _restore_check(demo_patient, tmp_path, examples)
+
+
+def test_examples_needing_experts_restore_a_tiny_mixture_of_experts_exactly(tmp_path):
+    """Kinds the dense demo cannot take (expert pruning) are checked on a tiny random Mixtral."""
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    from tests.conftest import as_patient
+
+    torch.manual_seed(0)
+    config = MixtralConfig(vocab_size=128, hidden_size=64, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2,
+                           max_position_embeddings=256, tie_word_embeddings=False)
+    _restore_check(as_patient(MixtralForCausalLM(config).eval(), "tiny-mixtral"), tmp_path,
+                   _examples(slow=False, needs="experts"))
 
 
 @pytest.mark.slow
