@@ -15,8 +15,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from doctor.predict import features as F
-
 MIN_ROWS = 20  # fewer inner held-out rows in a group: its own 90% quantile is noise, the pooled one is used
 MIN_SOURCES = 3  # fewer publications: nothing to hold out against, no calibration (scale 1)
 LIMITS = (0.5, 3.0)  # a scale outside these says the variance model is broken, not miscalibrated
@@ -24,39 +22,13 @@ Z90 = 1.6448536269514722
 POOLED = "*"
 
 
-def inner_z(frame: pd.DataFrame, model: dict) -> pd.DataFrame:
-    """Per training row: its variance group and z = (t_observed - mean) / sd, predicted by a fit without the
-    row's source."""
-    from doctor.predict.fit import fit_degradation
-    from doctor.predict.predict import Predictor
-
-    variances = (float(model["family_var"]), float(model["resid_var"]))
-    parts = []
-    for source in sorted(frame.source.unique()):
-        train, test = frame[frame.source != source], frame[frame.source == source]
-        if len(train) < len(F.FEATURES):
-            continue
-        inner = Predictor(fit_degradation(train, calibrate=False, variances=variances), meta={})
-        for row in test.to_dict("records"):
-            pred = inner.predict_case(F.case_from_row(row))
-            t = float(F.to_scale(float(row["delta"]), pred.cap))
-            parts.append((F.variance_group(F.case_from_row(row)), (t - pred.mean) / pred.sd))
-    return pd.DataFrame(parts, columns=["group", "z"])
-
-
 def scale_for(z: np.ndarray) -> float:
     return float(np.clip(np.quantile(np.abs(z), 0.9) / Z90, *LIMITS))
 
 
-def interval_scales(frame: pd.DataFrame, model: dict) -> dict[str, float]:
-    """Variance group -> sd scale (and POOLED for groups with too few rows); {} when the table has too few
-    sources to hold any out."""
-    from threadpoolctl import threadpool_limits
-
-    if frame.source.nunique() < MIN_SOURCES:
-        return {}
-    with threadpool_limits(1):  # small matrices: BLAS threads only fight each other (seconds instead of ms)
-        z = inner_z(frame, model)
+def interval_scales(z: pd.DataFrame) -> dict[str, float]:
+    """From the inner held-out rows (columns group, z; fit.inner_held_out_z): variance group -> sd scale, and
+    POOLED for groups with too few rows; {} when there are too few rows to say anything."""
     if len(z) < MIN_ROWS:
         return {}
     out = {POOLED: scale_for(z.z.to_numpy())}

@@ -23,6 +23,7 @@ import pandas as pd
 
 from doctor.errors import DataError
 from doctor.predict import features as F
+from doctor.predict.calibrate import MIN_SOURCES, interval_scales
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +276,34 @@ def fit_degradation(frame: pd.DataFrame, calibrate: bool = True,
         },
     }
     if calibrate:
-        from doctor.predict.calibrate import interval_scales
-
-        model["interval_scale"] = interval_scales(frame, model)
+        model["interval_scale"] = calibrated_scales(frame, model)
     return model
+
+
+def calibrated_scales(frame: pd.DataFrame, model: dict) -> dict[str, float]:
+    """The interval scales of a fit (calibrate.py) from its own training rows, each source held out in turn."""
+    from threadpoolctl import threadpool_limits
+
+    if frame.source.nunique() < MIN_SOURCES:
+        return {}
+    with threadpool_limits(1):  # small matrices: BLAS threads only fight each other (seconds instead of ms)
+        return interval_scales(inner_held_out_z(frame, model))
+
+
+def inner_held_out_z(frame: pd.DataFrame, model: dict) -> pd.DataFrame:
+    """Per training row: its variance group and z = (t_observed - mean) / sd, predicted by a fit without the
+    row's source."""
+    from doctor.predict.predict import Predictor
+
+    variances = (float(model["family_var"]), float(model["resid_var"]))
+    parts = []
+    for source in sorted(frame.source.unique()):
+        train, test = frame[frame.source != source], frame[frame.source == source]
+        if len(train) < len(F.FEATURES):
+            continue
+        inner = Predictor(fit_degradation(train, calibrate=False, variances=variances), meta={})
+        for row in test.to_dict("records"):
+            pred = inner.predict_case(F.case_from_row(row))
+            t = float(F.to_scale(float(row["delta"]), pred.cap))
+            parts.append((F.variance_group(F.case_from_row(row)), (t - pred.mean) / pred.sd))
+    return pd.DataFrame(parts, columns=["group", "z"])

@@ -117,7 +117,8 @@ def test_unseen_method_names_are_never_in_domain(literature, leave_one_source_ou
 def test_interval_scales_cover_90_percent_of_the_inner_held_out_rows():
     """The calibration (calibrate.py) holds out each source of the table it is given and scales the intervals
     so that they cover 90% of those rows; a fit asked not to calibrate has no scales."""
-    from doctor.predict.calibrate import POOLED, inner_z, scale_of
+    from doctor.predict.calibrate import POOLED, scale_of
+    from doctor.predict.fit import inner_held_out_z
 
     rng = np.random.default_rng(3)
     table = synthetic_table(1)
@@ -127,7 +128,7 @@ def test_interval_scales_cover_90_percent_of_the_inner_held_out_rows():
     frame = degradation_rows([table])
     model = fit_degradation(frame)
     assert POOLED in model["interval_scale"]
-    z = inner_z(frame, model)
+    z = inner_held_out_z(frame, model)
     assert len(z) == len(frame)
     scaled = z.z.abs() / np.array([scale_of(model, g) for g in z.group])
     assert 0.85 <= float(np.mean(scaled <= 1.6449)) <= 0.95
