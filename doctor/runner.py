@@ -22,9 +22,10 @@ from doctor.patient import Patient
 from doctor.results import Baseline, Examination, Finding
 from doctor.spec.checkup import Suite, severity_rank
 from doctor.texts import eval_windows, resolve_corpus, text_info, tokenize
-from doctor.verdict import threshold_findings, verdict
+from doctor.verdict import BUILTIN_RULE_DOCS, threshold_findings, verdict
 
 log = logging.getLogger(__name__)
+LITERATURE_SEQ_LEN = 2048  # GPTQ/Wanda/SparseGPT evaluate WikiText-2 in windows of 2048 (fewer if the model's context is)
 
 
 @dataclass
@@ -39,7 +40,9 @@ class Options:
     suite_sha256: str | None = None
     use_predictor: bool = True
     predictor_dir: Path | None = None  # a fitted predictors folder (default: the shipped one)
+    dtype: str = "float32"  # "auto": bf16 when fast and within a stated bound of float32 on the first window
     rules: list | None = None  # rules loaded (and validated) before the model, to avoid reading them twice
+    command: str | None = None  # the command line, for the report's sign-off
 
 
 def state_sha256(model: torch.nn.Module) -> str:
@@ -81,12 +84,20 @@ def prepare(patient: Patient, suite: Suite, options: Options, progress) -> tuple
     """Evaluation windows, the baseline pass (once) and what the checkups share."""
     spec = suite.eval
     context = patient.facts.context or 2048
-    seq_len = min(spec.seq_len or context, context)
+    seq_len = min(spec.seq_len or LITERATURE_SEQ_LEN, context)
     text = resolve_corpus(spec.corpus, demo=patient.is_demo, purpose="eval")
     needed = seq_len * spec.max_windows if spec.max_windows else None
     windows = eval_windows(tokenize(text, patient.tokenizer, needed), seq_len, spec.max_windows)
     check_token_ids(windows, patient.model, patient.tokenizer, f"evaluation text {text.name}")
     info = text_info(text, windows, spec.seed)
+    precision = None
+    if options.dtype == "auto" and options.backend == "torch":
+        from doctor.precision import choose_dtype
+
+        progress("dtype auto: first window in float32 and bfloat16")
+        precision = choose_dtype(patient, windows[:1], options.device)
+    elif options.dtype == "auto":
+        precision = {"requested": "auto", "chosen": "float32", "reason": f"the {options.backend} backend runs float32"}
     make_backend = _backend_factory(patient, options)
     start = time.perf_counter()
     progress(f"baseline: {info.windows} windows of {seq_len} tokens from {info.corpus}")
@@ -108,6 +119,7 @@ def prepare(patient: Patient, suite: Suite, options: Options, progress) -> tuple
         metrics=metrics, text=info, layers=session.probe.baseline_stats() if session.probe else [],
         duration_s=round(time.perf_counter() - start, 3),
     )
+    baseline.precision = precision
     baseline.health["kl_mode"] = cache.mode
     baseline.health["backend"] = f"{backend.name}/{backend.provider}"
     return session, baseline
@@ -141,7 +153,8 @@ def examine(patient: Patient, suite: Suite, options: Options, progress=lambda me
         patient=patient.facts, suite=suite.model_dump(mode="json"), suite_path=options.suite_path,
         suite_sha256=options.suite_sha256,
         environment=describe(options.device, options.backend, {"eval": suite.eval.seed,
-                                                               "calibration": suite.calibration.seed}),
+                                                               "calibration": suite.calibration.seed},
+                             command=options.command),
         started=started, baseline=baseline, checkups=results, fail_on=options.fail_on,
     )
     progress("expectation and diagnosis")
@@ -163,8 +176,12 @@ def annotate(exam: Examination, options: Options) -> None:
             log.warning("predictor unavailable: %s", one_line(exc))
             exam.predictor = {"error": one_line(exc)}
     findings: list[Finding] = threshold_findings(exam)
-    from doctor.diagnose import diagnose
+    from doctor.diagnose import diagnose, load_rules
 
-    rule_findings, exam.rule_files = diagnose(exam, options.rule_dirs, rules=options.rules)
+    rules = options.rules if options.rules is not None else load_rules(options.rule_dirs)
+    rule_findings, exam.rule_files = diagnose(exam, options.rule_dirs, rules=rules)
     findings += rule_findings
+    fired = {f.rule for f in findings}
+    docs = {r.rule.id: " ".join(r.rule.description.split()) for r in rules if r.rule.id in fired}
+    exam.rule_docs = dict(sorted({**{k: v for k, v in BUILTIN_RULE_DOCS.items() if k in fired}, **docs}.items()))
     exam.findings = sorted(findings, key=lambda f: -severity_rank(f.severity))
