@@ -79,8 +79,8 @@ def _random_llama(device: torch.device):
 
 def _setup(name: str, windows: int, seq_len: int, device: torch.device):
     """Model, evaluation windows and calibration windows with the same token count."""
+    from doctor.data.texts import calibration_windows, eval_windows, resolve_corpus, tokenize
     from doctor.patient import Patient, extract_facts, load_patient
-    from doctor.texts import calibration_windows, eval_windows, resolve_corpus, tokenize
 
     if name == "demo":
         patient = load_patient(None)
@@ -105,9 +105,9 @@ def _eval_pass(model, windows: torch.Tensor, device: torch.device) -> float:
 
 
 def _context(patient, calib: torch.Tensor):
+    from doctor.data.texts import ids_sha256
     from doctor.modifications.base import ApplyContext, Calibration, UndoLog
     from doctor.results import TextInfo
-    from doctor.texts import ids_sha256
 
     info = TextInfo(
         corpus="benchmark", tokens=int(calib.numel()), windows=calib.shape[0], seq_len=calib.shape[1], seed=0,

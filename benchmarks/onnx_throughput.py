@@ -4,7 +4,7 @@ For the bundled demo model and a random 8-layer, hidden-512 Llama with a 32K voc
 timed against the eager model in alternating A/B rounds (the order flips every round, so drift in machine load
 hits both sides alike), and the median of the per-round ratios is reported. Two timings per side:
 
-- `pass`: the runner's evaluation pass (`doctor.evaluation.baseline_pass`: logits, log-softmax, NLL, KL cache),
+- `pass`: the runner's evaluation pass (`doctor.metrics.evaluation.baseline_pass`: logits, log-softmax, NLL, KL cache),
   which is what an examination spends its time on; the acceptance target (>= 0.7x torch) applies to this.
 - `forward`: logits only, to show the backends' difference undiluted by the shared post-processing.
 
@@ -39,8 +39,8 @@ def _random_llama():
 
 
 def _setup(name: str, windows: int, seq_len: int):
+    from doctor.data.texts import eval_windows, resolve_corpus, tokenize
     from doctor.patient import Patient, extract_facts, load_patient
-    from doctor.texts import eval_windows, resolve_corpus, tokenize
 
     if name == "demo":
         patient = load_patient(None)
@@ -53,7 +53,7 @@ def _setup(name: str, windows: int, seq_len: int):
 
 
 def _timers(backend, windows: torch.Tensor, vocab: int, batch_size: int):
-    from doctor.evaluation import baseline_pass
+    from doctor.metrics.evaluation import baseline_pass
 
     def evaluation_pass() -> float:
         start = time.perf_counter()
@@ -71,9 +71,9 @@ def _timers(backend, windows: torch.Tensor, vocab: int, batch_size: int):
 
 
 def bench_model(name: str, args: argparse.Namespace) -> dict:
-    from doctor.backends.onnx_backend import OrtBackend
     from doctor.backends.torch_backend import TorchBackend
-    from doctor.onnx_export import export_model
+    from doctor.onnx.backend import OrtBackend
+    from doctor.onnx.export import export_model
 
     patient, windows = _setup(name, args.windows, args.seq_len)
     exported = export_model(patient.model, args.cache)

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
+from doctor.data.texts import eval_windows, resolve_corpus, tokenize
 from doctor.errors import ModelLoadError
+from doctor.examination.runner import Options, examine
 from doctor.patient import load_patient
-from doctor.runner import Options, examine
-from doctor.suites import load_suite
-from doctor.texts import eval_windows, resolve_corpus, tokenize
+from doctor.spec.suites import load_suite
 
 
 def plain_pass(model: torch.nn.Module, windows: torch.Tensor) -> float:

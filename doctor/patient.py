@@ -6,7 +6,9 @@ Safetensors only unless pickle is explicitly allowed (a pickle checkpoint can ru
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,14 +47,11 @@ class Patient:
     source: str
     local_dir: Path | None = None
     extra: dict = field(default_factory=dict)
+    is_demo: bool = False  # the bundled model's weights, wherever they were loaded from (see `is_demo_model`)
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
-
-    @property
-    def is_demo(self) -> bool:
-        return self.local_dir is not None and self.local_dir.resolve() == DEMO_MODEL.resolve()
 
 
 def resolve_reference(ref: str | None) -> str:
@@ -151,8 +150,38 @@ def load_patient(
     model.eval()
     model.to(device)
     local_dir = path.resolve() if local else None
+    demo = is_demo_model(model)
     facts = extract_facts(model, name=_display_name(source, local_dir), weights_dir=local_dir)
-    return Patient(model=model, tokenizer=tokenizer, facts=facts, source=source, local_dir=local_dir)
+    return Patient(model=model, tokenizer=tokenizer, facts=facts, source=source, local_dir=local_dir, is_demo=demo)
+
+
+_DEMO_CONFIG_KEYS = ("model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers")
+
+
+@functools.cache
+def _demo_weights() -> tuple[dict, dict[str, torch.Tensor]]:
+    from safetensors.torch import load_file
+
+    config = json.loads((DEMO_MODEL / "config.json").read_text())
+    return {k: config[k] for k in _DEMO_CONFIG_KEYS}, load_file(DEMO_MODEL / "model.safetensors")
+
+
+def is_demo_model(model: torch.nn.Module) -> bool:
+    """Whether `model` is the bundled demo model: same configuration and the same weights, tensor for tensor.
+
+    Decided by content, not by the folder it came from, so a copy elsewhere evaluates on the demo's own texts
+    under `corpus: auto`. The config comparison makes the weight comparison run only for the tiny demo shape.
+    """
+    import torch
+
+    config, weights = _demo_weights()
+    if any(getattr(model.config, key, None) != value for key, value in config.items()):
+        return False
+    state = model.state_dict()
+    return all(
+        name in state and state[name].shape == w.shape and torch.equal(state[name].detach().cpu(), w.to(state[name].dtype))
+        for name, w in weights.items()
+    )
 
 
 def load_gguf_patient(path: Path, *, source: str, device: str = "cpu", dtype: str = "float32") -> Patient:

@@ -44,7 +44,7 @@ def bf16_is_fast(device: str, flags: set[str] | None = None) -> tuple[bool, str]
 
 def _window_ppl(model: torch.nn.Module, window: torch.Tensor) -> float:
     from doctor.backends.torch_backend import TorchBackend
-    from doctor.evaluation import baseline_pass
+    from doctor.metrics.evaluation import baseline_pass
 
     result, _ = baseline_pass(TorchBackend(model), window, model.config.vocab_size, batch_size=1)
     return math.exp(float(result.nll.mean()))

@@ -56,6 +56,7 @@ class TextInfo(Record):
     seq_len: int
     seed: int
     ids_sha256: str | None = None
+    preset: str | None = None  # calibration: 'fast' or 'literature' (CalibrationSpec.preset)
 
 
 class Measurement(Record):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from doctor.calibration import CalibrationProvider
+from doctor.data.calibration import CalibrationProvider
 from doctor.modifications.base import ApplyContext, UndoLog
 from doctor.patient import Patient, extract_facts, load_patient
 from doctor.spec.modification import CalibrationSpec

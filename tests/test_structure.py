@@ -76,7 +76,7 @@ def test_the_cycle_finder_finds_a_circle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-ABOVE_COMPRESS = ("doctor.modifications", "doctor.spec", "doctor.patient", "doctor.checkup_run", "doctor.runner",
+ABOVE_COMPRESS = ("doctor.modifications", "doctor.spec", "doctor.patient", "doctor.examination.checkup", "doctor.examination.runner",
                   "doctor.report", "doctor.cli", "doctor.predict", "doctor.diagnose")
 # AWQ's scale and clip searches still take the QuantizeSpec and its adapter still lives in compress/awq.py
 NOT_YET_BELOW = {"doctor.compress.awq"}

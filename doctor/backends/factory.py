@@ -28,8 +28,8 @@ def make_backend(name: str, patient, out_dir, device: str | torch.device | None 
 
         return TorchBackend(patient.model)
     if name == "onnx":
-        from doctor.backends.onnx_backend import OrtBackend, require_onnxruntime
-        from doctor.onnx_export import export_model
+        from doctor.onnx.backend import OrtBackend, require_onnxruntime
+        from doctor.onnx.export import export_model
 
         require_onnxruntime()
         exported = export_model(patient.model, out_dir)

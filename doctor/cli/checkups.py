@@ -17,7 +17,7 @@ def checkups() -> None:
 @checkups.command("list")
 def list_suites() -> None:
     """List the built-in suites."""
-    from doctor.suites import builtin_suites, load_suite
+    from doctor.spec.suites import builtin_suites, load_suite
 
     for name, path in builtin_suites().items():
         suite, _, _ = load_suite(str(path))
@@ -29,7 +29,8 @@ def list_suites() -> None:
 @click.pass_context
 def show(ctx: click.Context, suite: str) -> None:
     """Show the checkups of a suite (a built-in name or a file)."""
-    from doctor.suites import load_suite
+    from doctor.spec.modification import flatten
+    from doctor.spec.suites import load_suite
 
     with user_errors(ctx.obj["verbose"]):
         loaded, path, _ = load_suite(suite)
@@ -38,6 +39,14 @@ def show(ctx: click.Context, suite: str) -> None:
         spec = c.modification.model_dump(exclude_defaults=True)
         expect = ", ".join(f"{k} {v.model_dump(exclude_none=True)}" for k, v in c.expect.items())
         click.echo(f"  {c.id:28} {spec}  metrics={c.metrics}  expect: {expect or '-'}")
+        for leaf in flatten(c.modification):
+            click.echo(f"  {'':28} {leaf.kind} defaults: {_defaults(leaf) or '-'}")
+
+
+def _defaults(spec) -> str:
+    """Every option the spec leaves at its default, with that default (so each deviation can be seen)."""
+    given = spec.model_fields_set
+    return ", ".join(f"{name}={value}" for name, value in spec.model_dump().items() if name not in given | {"kind"})
 
 
 @checkups.command()
@@ -48,7 +57,7 @@ def validate(files: tuple[str, ...], rule_dirs: tuple[Path, ...]) -> None:
     corpora and task names (and rules with --rules). Every problem is one line naming file, line and key path."""
     from doctor.diagnose import load_rules
     from doctor.errors import DoctorError
-    from doctor.preflight import check_suite
+    from doctor.input.preflight import check_suite
 
     errors = 0
     for f in files:
@@ -70,7 +79,7 @@ def validate(files: tuple[str, ...], rule_dirs: tuple[Path, ...]) -> None:
 
 
 def _print_error(exc: Exception) -> None:
-    from doctor.limits import printable
+    from doctor.input.limits import printable
 
     for line in str(exc).splitlines():
         click.secho(f"error: {printable(line)}", fg="red", err=True)

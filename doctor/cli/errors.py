@@ -18,7 +18,7 @@ def user_errors(verbose: bool = False):
     except DoctorError as exc:
         if verbose:
             raise
-        from doctor.limits import printable
+        from doctor.input.limits import printable
 
         for line in str(exc).splitlines() or [type(exc).__name__]:
             click.secho(f"error: {printable(line)}", fg="red", err=True)  # never raw control characters

@@ -75,10 +75,10 @@ def examine(ctx: click.Context, model: str | None, suite: str, rule_dirs: tuple[
     """Examine MODEL (a Hugging Face folder or hub id, a .gguf file, or smollm2-135m; the demo model when omitted)."""
     from doctor.cli.progress import Progress
     from doctor.errors import DoctorError
+    from doctor.examination.runner import Options
+    from doctor.examination.runner import examine as run
+    from doctor.input.preflight import check_out_dir, move_aside, preflight
     from doctor.patient import check_reference, load_patient
-    from doctor.preflight import check_out_dir, move_aside, preflight
-    from doctor.runner import Options
-    from doctor.runner import examine as run
 
     verbose = ctx.obj["verbose"]
     with user_errors(verbose):

@@ -10,7 +10,7 @@ import click
 
 from doctor.cli.errors import user_errors
 from doctor.errors import EXIT_ERROR, DoctorError
-from doctor.limits import printable
+from doctor.input.limits import printable
 
 _RULES_OPTION = click.option(
     "--rules", "rule_dirs", multiple=True, type=click.Path(path_type=Path), help="Extra rule directory (repeatable)."

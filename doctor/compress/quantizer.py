@@ -23,7 +23,7 @@ def find_params(w: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tens
     wmax = torch.maximum(w.max(dim=1, keepdim=True).values, torch.zeros(1, dtype=w.dtype, device=w.device))
     if symmetric:
         wmax = torch.maximum(wmin.abs(), wmax)
-        wmin = -wmax
+        wmin = torch.where(wmin < 0, -wmax, wmin)  # upstream: a row with no negative weight keeps min 0
     same = (wmin == wmax).squeeze(1)
     wmin[same], wmax[same] = -1.0, 1.0  # an all-zero row still needs a valid scale
     scale = (wmax - wmin) / maxq
@@ -50,6 +50,30 @@ def quantize_rtn(w: torch.Tensor, bits: int, group_size: int | None, symmetric: 
         scale, zero = find_params(blocks, bits, symmetric)
         out[:, cols] = fake_quantize(blocks, scale, zero, 2**bits - 1).reshape(w32.shape[0], -1)
     return out.to(w.dtype)
+
+
+def awq_quantize(w: torch.Tensor, bits: int, group_size: int | None, symmetric: bool) -> torch.Tensor:
+    """Round-to-nearest as llm-awq's `pseudo_quantize_tensor`, in float32, for any leading shape of `w`.
+
+    Unlike GPTQ's grid, the range is the group's own [min, max] (not widened to include 0), the step is at least
+    1e-5 / maxq and the zero point is clamped to the grid; symmetric mode uses the levels -2^(b-1)..2^(b-1)-1.
+    A final partial group (which the reference refuses) gets its own grid.
+    """
+    w32 = w.float().reshape(-1, w.shape[-1])
+    out = torch.empty_like(w32)
+    for cols, blocks in _groups(w32, group_size):
+        if symmetric:
+            max_int, min_int = 2 ** (bits - 1) - 1, -(2 ** (bits - 1))
+            scale = blocks.abs().amax(dim=1, keepdim=True).clamp(min=1e-5) / max_int
+            zero = torch.zeros_like(scale)
+        else:
+            max_int, min_int = 2**bits - 1, 0
+            high, low = blocks.amax(dim=1, keepdim=True), blocks.amin(dim=1, keepdim=True)
+            scale = (high - low).clamp(min=1e-5) / max_int
+            zero = (-torch.round(low / scale)).clamp_(min_int, max_int)
+        q = (torch.clamp(torch.round(blocks / scale) + zero, min_int, max_int) - zero) * scale
+        out[:, cols] = q.reshape(w32.shape[0], -1)
+    return out.reshape(w.shape).to(w.dtype)
 
 
 def max_levels(w: torch.Tensor, group_size: int | None, rows: int = 16) -> int:

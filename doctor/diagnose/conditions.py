@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, model_validator
 
+from doctor.diagnose.modules import ModulesOperand
 from doctor.diagnose.operands import (
     BaselineLayersOperand,
     BaselineOperand,
@@ -29,8 +30,8 @@ from doctor.diagnose.operands import (
 )
 from doctor.diagnose.selectors import Scalar
 from doctor.diagnose.sweep import SweepOperand
-from doctor.safe_regex import RegexError, compile_safe
-from doctor.safe_regex import search as safe_search
+from doctor.input.safe_regex import RegexError, compile_safe
+from doctor.input.safe_regex import search as safe_search
 from doctor.spec.modification import Spec
 
 NUMERIC_OPS = ("<", "<=", ">", ">=")
@@ -40,7 +41,8 @@ OPS = BINARY_OPS + UNARY_OPS
 
 # the key that identifies each kind of operand, tried in this order ('aggregate' marks a sweep)
 _OPERAND_KEYS: dict[str, type[Operand]] = {
-    "layers": LayersOperand, "baseline_layers": BaselineLayersOperand, "aggregate": SweepOperand,
+    "layers": LayersOperand, "baseline_layers": BaselineLayersOperand, "modules": ModulesOperand,
+    "aggregate": SweepOperand,
     "expected": ExpectedOperand, "metric": MetricOperand, "param": ParamOperand, "realized": RealizedOperand,
     "field": FieldOperand, "baseline": BaselineOperand, "patient": PatientOperand,
 }  # fmt: skip
@@ -59,6 +61,7 @@ def _operand_tag(value: Any) -> str | None:
 OperandUnion = Annotated[
     Annotated[LayersOperand, Tag("operand:layers")]
     | Annotated[BaselineLayersOperand, Tag("operand:baseline_layers")]
+    | Annotated[ModulesOperand, Tag("operand:modules")]
     | Annotated[SweepOperand, Tag("operand:sweep")]
     | Annotated[ExpectedOperand, Tag("operand:expected")]
     | Annotated[MetricOperand, Tag("operand:metric")]

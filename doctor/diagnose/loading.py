@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from doctor.diagnose.conditions import OPERAND_KEYS, TAG_PREFIXES
 from doctor.diagnose.rule import Rule, check_rule
 from doctor.errors import ConfigError
-from doctor.limits import MAX_SPEC_BYTES, read_text
+from doctor.input.limits import MAX_SPEC_BYTES, read_text
 from doctor.resources import RULES_DIR
 from doctor.spec.loading import MAX_REPORTED, dotted, parse_yaml
 

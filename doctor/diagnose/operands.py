@@ -23,7 +23,7 @@ NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 CHECKUP_FIELDS = ("id", "status", "verdict", "error", "calibration", "backend", "severity", "description")
 EXPECTED_FIELDS = ("point", "lower", "upper", "residual", "z", "outside", "level", "in_domain", "metric", "history",
                    "fresh_point", "fresh_lower", "fresh_upper")
-LAYER_AGGREGATES = ("max", "min", "mean", "sum", "count", "argmax", "top_share")
+LAYER_AGGREGATES = ("max", "min", "mean", "median", "sum", "count", "argmax", "top_share")
 SWEEP_AGGREGATES = (
     "count", "distinct", "max", "min", "mean", "median", "sum", "spread", "cv", "ratio",
     "slope", "max_step_ratio", "last_within", "first_beyond",

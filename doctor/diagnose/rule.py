@@ -19,7 +19,7 @@ from doctor.diagnose.conditions import Condition
 from doctor.diagnose.operands import Operand, is_number
 from doctor.diagnose.sandbox import BudgetedSandbox
 from doctor.diagnose.selectors import Selector
-from doctor.limits import MAX_TEMPLATE_CHARS
+from doctor.input.limits import MAX_TEMPLATE_CHARS
 from doctor.results import ModelFacts
 from doctor.spec.checkup import Severity
 from doctor.spec.modification import Spec
@@ -95,7 +95,7 @@ ENV = environment()
 
 
 def render(template: str, context: dict[str, Any]) -> str:
-    """Render a rule template within the operation, time and size budget of `doctor.limits`."""
+    """Render a rule template within the operation, time and size budget of `doctor.input.limits`."""
     return ENV.render_budgeted(template, context).strip()
 
 

@@ -22,7 +22,7 @@ from jinja2 import nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
-from doctor.limits import MAX_TEMPLATE_OPS, MAX_TEMPLATE_OUTPUT, MAX_TEMPLATE_SECONDS
+from doctor.input.limits import MAX_TEMPLATE_OPS, MAX_TEMPLATE_OUTPUT, MAX_TEMPLATE_SECONDS
 
 MAX_ALLOCATED = 10 * MAX_TEMPLATE_OUTPUT  # characters of all values a render builds together
 _MAX_INT_BITS = 4096  # integers beyond this are not evidence but a way to burn CPU

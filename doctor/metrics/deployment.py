@@ -43,6 +43,43 @@ def measure_latency(backend, window_ids: torch.Tensor, repeats: int = 5, warmup:
     )
 
 
+def measure_throughput(backend, windows: torch.Tensor, repeats: int = 3, warmup: int = 1) -> Measurement:
+    """Median tokens per second of full logits for the batch `windows` (B, seq_len) through `backend`."""
+    times = []
+    for i in range(warmup + max(repeats, 1)):
+        start = time.perf_counter()
+        for _, logits in backend.logits_chunks(windows, windows.shape[1]):
+            if logits.is_cuda:
+                torch.cuda.synchronize(logits.device)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return Measurement(value=windows.numel() / statistics.median(times), n=len(times),
+                       note=f"tokens/s, median of {len(times)} passes over {windows.shape[0]}x{windows.shape[1]} "
+                       f"tokens; backend {backend.name}/{backend.provider}")
+
+
+def against_torch(backend, model: torch.nn.Module, windows: torch.Tensor, latency: Measurement) -> dict:
+    """Latency and throughput of `backend` next to the reference framework's on the same windows and batch.
+
+    The torch model holds the same weights as the backend's export, so the ratios price the runtime alone.
+    """
+    from doctor.backends.torch_backend import TorchBackend
+
+    reference = TorchBackend(model)
+    torch_latency = measure_latency(reference, windows[:1], repeats=latency.n or 5)
+    throughput = measure_throughput(backend, windows)
+    torch_throughput = measure_throughput(reference, windows)
+    return {
+        "latency_torch_ms": torch_latency,
+        "latency_ratio": Measurement(value=latency.value / torch_latency.value, n=latency.n,
+                                     note=f"{backend.name} over torch, median latency of one window"),
+        "throughput_tok_s": throughput,
+        "throughput_torch_tok_s": torch_throughput,
+        "throughput_ratio": Measurement(value=throughput.value / torch_throughput.value, n=throughput.n,
+                                        note=f"{backend.name} over torch, tokens/s on the evaluation batch"),
+    }
+
+
 def measure_size(backend=None, patient=None, realized: dict | None = None) -> Measurement:
     """Size in MB: the ONNX files on disk for an ONNX backend, else the parameters at their storage bits.
 

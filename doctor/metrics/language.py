@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from doctor.evaluation import PassResult
+from doctor.metrics.evaluation import PassResult
 from doctor.results import Measurement
 
 LEVEL = 0.95
@@ -53,11 +53,38 @@ def against_baseline(base: PassResult, cur: PassResult, draws: int, seed: int) -
         out["top1_agreement"] = _measure(
             float(cur.agree_window.mean()), _interval(cur.agree_window, draws, seed), n
         )
+    if cur.dp_tokens is not None:
+        out.update(delta_p_stats(cur.dp_tokens))
     if cur.kl_window is not None and cur.kl_tokens is not None:
-        tokens = cur.kl_tokens.shape[0]
         out["kl_mean"] = _measure(float(cur.kl_window.mean()), _interval(cur.kl_window, draws, seed), n, "nats")
-        out["kl_median"] = _measure(float(np.median(cur.kl_tokens)), None, tokens, "nats, over tokens")
-        out["kl_p99"] = _measure(float(np.quantile(cur.kl_tokens, 0.99)), None, tokens, "nats, over tokens")
+        out.update(kl_token_stats(cur.kl_tokens))
+        tokens = cur.kl_tokens.shape[0]
         coverage = 1.0 if cur.coverage is None else cur.coverage
-        out["topk_coverage"] = _measure(coverage, None, tokens, "baseline mass kept for KL")
+        out["kl_coverage"] = _measure(coverage, None, tokens, "mean baseline probability mass the KL rests on")
+        out["kl_coverage_min"] = _measure(1.0 if cur.coverage_min is None else cur.coverage_min, None, tokens,
+                                          "smallest per-token baseline mass the KL rests on")
     return out
+
+
+# llama.cpp's perplexity tool (--kl-divergence): percentiles of per-token KL over all scored tokens
+KL_QUANTILES = {"kl_max": 1.0, "kl_p999": 0.999, "kl_p99": 0.99, "kl_p95": 0.95, "kl_p90": 0.90, "kl_median": 0.5}
+
+
+def kl_token_stats(kl_tokens: np.ndarray) -> dict[str, Measurement]:
+    """Max, p99.9, p99, p95, p90 and median of per-token KL (nats), as llama.cpp reports them."""
+    tokens = kl_tokens.shape[0]
+    values = np.quantile(kl_tokens.astype(np.float64), list(KL_QUANTILES.values()))
+    return {key: _measure(float(v), None, tokens, "nats, over tokens") for key, v in zip(KL_QUANTILES, values, strict=True)}
+
+
+def delta_p_stats(dp_tokens: np.ndarray) -> dict[str, Measurement]:
+    """llama.cpp's delta-p: p_modified(next token) - p_baseline(next token) per token; mean, RMS, 1% and 99%."""
+    dp = dp_tokens.astype(np.float64)
+    tokens = dp.shape[0]
+    p01, p99 = np.quantile(dp, [0.01, 0.99])
+    return {
+        "delta_p_mean": _measure(float(dp.mean()), None, tokens, "probability of the next token, over tokens"),
+        "delta_p_rms": _measure(float(np.sqrt(np.mean(dp**2))), None, tokens, "over tokens"),
+        "delta_p_p01": _measure(float(p01), None, tokens, "1st percentile, over tokens"),
+        "delta_p_p99": _measure(float(p99), None, tokens, "99th percentile, over tokens"),
+    }

@@ -11,7 +11,10 @@ baseline, and per layer:
   al., "Stabilizing Transformer Training by Preventing Attention Entropy Collapse", arXiv 2303.06296).
 For a modified model it reports each block's relative output error against the baseline (accumulated through
 the network) and its local error (the modified block alone, fed the baseline's input), plus the entropy
-shift. Blocks are matched by identity, so removed and inserted blocks are reported as such.
+shift. Blocks are matched by identity, so removed and inserted blocks are reported as such. Given the
+original weights of the linear layers a modification changed, it also reports each one's relative output
+error ||(W' - W) x|| / ||W x|| on the activations it receives (extra `module_error.<module>`): where in the
+block the damage enters.
 """
 
 from __future__ import annotations
@@ -195,6 +198,9 @@ class LayerProbe:
             ratios = {name: outlier_ratio(peaks) for name, peaks in run.channel_max.items()}
             if ratios:
                 extra["outlier_ratio"] = max(ratios.values())
+                for name, ratio in ratios.items():  # per module input, pooled over experts
+                    key = f"outlier_ratio.{module_column(name)}"
+                    extra[key] = max(ratio, extra.get(key, 0.0))
                 extra["outlier_max"] = max(float(p.max()) for p in run.channel_max.values())
             if run.entropy() is not None:
                 extra["attention_entropy"] = run.entropy()
@@ -210,7 +216,7 @@ class LayerProbe:
             return list(range(len(current)))  # blocks were replaced one for one: match by position
         return matched
 
-    def compare(self, model: nn.Module) -> list[LayerStat]:
+    def compare(self, model: nn.Module, originals: dict[int, torch.Tensor] | None = None) -> list[LayerStat]:
         """Per-block error of the modified `model` against the baseline on the same windows.
 
         rel_error: ||h_mod - h_base|| / ||h_base|| at the block's output (accumulated through the network);
@@ -223,9 +229,11 @@ class LayerProbe:
         matched = self.match(model)
         outputs: list[list[torch.Tensor]] = [[] for _ in current]
         running = [_Running() for _ in current]
+        modules: list[dict[str, list[float]]] = [{} for _ in current]  # [block][column] = [diff^2, ref^2]
         handles = []
         for j, block in enumerate(current):
             handles.append(block.register_forward_hook(lambda m, a, o, j=j: outputs[j].append(_hidden(o).float().cpu())))
+            handles += _module_error_hooks(block, originals or {}, modules[j])
             attn = attention_module(block)
             if attn is not None:
                 handles.append(attn.register_forward_hook(_entropy_hook(running[j])))
@@ -234,7 +242,8 @@ class LayerProbe:
                 for _ in _forward(model, self.windows):
                     pass
             local = [self._local_error(block, matched, j) for j, block in enumerate(current)]
-        return self._assemble(matched, outputs, running, local)
+        stats = self._assemble(matched, outputs, running, local)
+        return _with_module_errors(stats, matched, modules, len(self.layers))
 
     def _local_error(self, block: nn.Module, matched: list[int | None], j: int) -> float:
         base = matched[j]
@@ -273,6 +282,7 @@ class LayerProbe:
             base_entropy = self.running[base].entropy()
             if entropy is not None and base_entropy is not None:
                 extra["attention_entropy_shift"] = entropy - base_entropy
+                extra["attention_entropy_change"] = abs(entropy - base_entropy)
             error = relative_error(outputs[j], self.outputs[base])
             stats.append(LayerStat(layer=base, name=f"layers.{base}", rel_error=error, extra=extra))
         self._removed_before(len(self.layers), seen, stats)
@@ -289,6 +299,48 @@ class LayerProbe:
                 skip = relative_error(self.inputs[i], self.outputs[i])
                 stats.append(LayerStat(layer=i, name=f"layers.{i} (removed)", extra={"removed": 1.0, "local_error": skip}))
                 reported.add(i)
+
+
+def module_column(name: str) -> str:
+    """A linear layer's heatmap column: its own name in the block; experts pooled per projection."""
+    parts = name.split(".")
+    return f"experts.{parts[-1]}" if "experts" in parts else parts[-1]
+
+
+def _module_error_hooks(block: nn.Module, originals: dict[int, torch.Tensor], sums: dict[str, list[float]]):
+    """Forward hooks that add ||y' - y||^2 and ||y||^2 per changed linear, y from its original weight."""
+    handles = []
+    for name, linear in block_linears(block).items():
+        weight = getattr(linear, "weight", None)
+        original = None if weight is None else originals.get(id(weight))
+        if original is None or original.shape != weight.shape:
+            continue
+
+        if type(linear).__name__ == "Conv1D":  # GPT-2 stores the transpose
+            original = original.t()
+
+        column = module_column(name)
+
+        def hook(module, args, output, original=original, column=column):
+            reference = torch.nn.functional.linear(args[0], original.to(args[0].device), module.bias)
+            acc = sums.setdefault(column, [0.0, 0.0])
+            acc[0] += float((output.float() - reference.float()).pow(2).sum())
+            acc[1] += float(reference.float().pow(2).sum())
+
+        handles.append(linear.register_forward_hook(hook))
+    return handles
+
+
+def _with_module_errors(stats: list[LayerStat], matched, modules, n_base: int) -> list[LayerStat]:
+    by_layer = {s.layer: s for s in stats}
+    for j, sums in enumerate(modules):
+        base = matched[j]
+        layer = base if base is not None else n_base + sum(m is None for m in matched[:j])
+        stat = by_layer.get(layer)
+        for column, (diff, ref) in sums.items():
+            if stat is not None and ref > 0:
+                stat.extra[f"module_error.{column}"] = math.sqrt(diff / ref)
+    return stats
 
 
 def outlier_ratio(peaks: torch.Tensor) -> float:

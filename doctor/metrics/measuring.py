@@ -6,6 +6,7 @@ them needs it); the layer probe serves `layer_error` and `attention` together.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,7 @@ from doctor.results import LayerStat, Measurement
 class Measuring:
     """One checkup being measured: the session, the checkup, its backend and apply context, its result so far."""
 
-    session: Any  # doctor.checkup_run.Session
+    session: Any  # doctor.examination.checkup.Session
     checkup: Any  # doctor.spec.checkup.Checkup
     backend: Any
     ctx: Any  # doctor.modifications.base.ApplyContext
@@ -32,7 +33,7 @@ class Measuring:
     def evaluation(self) -> dict[str, Measurement]:
         """ppl, ppl_ratio, nll_delta (and KL statistics when a requested group needs them), from one pass."""
         if "evaluation" not in self.memo:
-            from doctor.evaluation import compare_pass
+            from doctor.metrics.evaluation import compare_pass
             from doctor.metrics.language import against_baseline
 
             session, spec = self.session, self.session.eval_spec
@@ -54,8 +55,16 @@ class Measuring:
         if "layers" in self.memo or self.session.probe is None:
             return {}
         self.memo["layers"] = True
-        self.result.layers = merge_layers(self.result.layers, self.session.probe.compare(self.session.patient.model))
-        return layer_summary(self.result.layers)
+        start = time.perf_counter()
+        measured = self.session.probe.compare(self.session.patient.model, self.ctx.undo.originals())
+        self.result.layers = merge_layers(self.result.layers, measured)
+        out = layer_summary(self.result.layers)
+        if self.session.pass_s > 0:  # the probe's own passes (eager attention), priced in evaluation passes
+            out["layer_probe_passes"] = Measurement(
+                value=(time.perf_counter() - start) / self.session.pass_s,
+                note="the layer probe's extra forward passes (eager attention, up to 4 windows) in evaluation passes",
+            )
+        return out
 
 
 def window_progress(progress, label: str, total: int):

@@ -52,6 +52,10 @@ class UndoLog:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def originals(self) -> dict[int, torch.Tensor]:
+        """The saved copy of every tensor changed in place, by `id` of the live tensor."""
+        return {id(target): saved for kind, target, saved, _ in self._entries if kind == "tensor"}
+
     def restore(self) -> None:
         for kind, target, a, b in reversed(self._entries):
             if kind == "tensor":

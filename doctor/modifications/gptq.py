@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 
 from doctor.compress import gptq
+from doctor.compress.adapters import block_linears, sequential_groups
 from doctor.compress.collectors import HessianCollector
 from doctor.compress.sequential import GroupJob, calibration_summary, in_features, run_sequential
 from doctor.modifications.base import Applied, ApplyContext
@@ -14,7 +15,11 @@ from doctor.spec.modification import QuantizeSpec
 
 
 def apply_gptq(spec: QuantizeSpec, ctx: ApplyContext) -> Applied:
-    """GPTQ over every decoder layer, true-sequentially, on the calibration windows of `spec.calibration`."""
+    """GPTQ over every decoder layer on the calibration windows of `spec.calibration`.
+
+    As upstream `llama_sequential`, all linears of a block are calibrated from the same inputs unless
+    `spec.true_sequential`; the next block is calibrated on the quantized block's outputs.
+    """
     calibration = ctx.calibration(spec.calibration)
 
     def make_collector(_name: str, module: torch.nn.Module) -> HessianCollector:
@@ -30,18 +35,22 @@ def apply_gptq(spec: QuantizeSpec, ctx: ApplyContext) -> Applied:
             parts = [job.weight(n) for n in names]
             Q = gptq.gptq_quantize(
                 torch.cat(parts), job.stats[names[0]].H, spec.bits, spec.group_size, spec.symmetric,
-                spec.act_order, spec.damp, spec.block_size, spec.static_groups,
+                spec.act_order, spec.damp, spec.block_size, spec.static_groups, spec.group_scales,
             )
             weights.update(zip(names, torch.split(Q, [p.shape[0] for p in parts]), strict=True))
         return weights
 
+    groups = sequential_groups if spec.true_sequential else lambda layer: [list(block_linears(layer))]
     layers = run_sequential(
-        ctx.patient.model, calibration.windows, solve, ctx.progress, undo=ctx.undo, make_collector=make_collector
+        ctx.patient.model, calibration.windows, solve, ctx.progress, undo=ctx.undo, make_collector=make_collector,
+        groups=groups,
     )
     realized = {
         "method": "gptq",
         "act_order": spec.act_order,
         "static_groups": spec.static_groups,
+        "true_sequential": spec.true_sequential,
+        "group_scales": spec.group_scales if spec.group_size is not None and not spec.static_groups else None,
         "damp": spec.damp,
         "block_size": spec.block_size,
         **calibration_summary(layers, calibration.windows),

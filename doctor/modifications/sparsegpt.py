@@ -24,9 +24,9 @@ def apply_sparsegpt(spec: PruneSpec, ctx: ApplyContext) -> Applied:
     cal = ctx.calibration(spec.calibration)
     options = {"block_size": spec.block_size, "damp": spec.damp}
     if spec.structure == "nm":
-        options.update(n=spec.n, m=spec.m)
+        options.update(n=spec.n, m=spec.m, nm_tail=spec.nm_tail)
     else:
-        options["sparsity"] = spec.target_sparsity
+        options.update(sparsity=spec.target_sparsity, ties=spec.ties)
 
     def solve(job: GroupJob) -> dict[str, torch.Tensor]:
         return {name: sparsegpt_prune(job.weight(name), stats.H, **options)[0] for name, stats in job.stats.items()}

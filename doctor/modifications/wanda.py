@@ -11,17 +11,17 @@ from torch import nn
 
 from doctor.compress.adapters import block_linears, sequential_groups
 from doctor.compress.collectors import InputNormCollector
+from doctor.compress.masks import nm_mask, realized_sparsity, row_mask
 from doctor.compress.sequential import GroupJob, in_features, run_sequential
 from doctor.compress.wanda import wanda_score
 from doctor.modifications.base import Applied, ApplyContext
-from doctor.modifications.prune import nm_mask, realized_sparsity, row_mask
 from doctor.spec.modification import PruneSpec
 
 
 def wanda_mask(score: torch.Tensor, spec: PruneSpec) -> torch.Tensor:
     """True where pruned: per output row, or n of every m along the input dimension."""
     if spec.structure == "nm":
-        return nm_mask(score, spec.n, spec.m)
+        return nm_mask(score, spec.n, spec.m, spec.nm_tail)
     return row_mask(score, spec.target_sparsity)
 
 

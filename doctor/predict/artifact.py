@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from doctor.errors import ConfigError, DataError
-from doctor.limits import MAX_ARTIFACT_BYTES, read_text
+from doctor.input.limits import MAX_ARTIFACT_BYTES, read_text
 
 DEGRADATION_FILE = "degradation.json"
 HEALTH_FILE = "baseline-health.json"

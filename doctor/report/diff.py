@@ -21,7 +21,7 @@ BASELINE = "(baseline)"
 HIGHER_IS_WORSE = frozenset({"ppl", "ppl_ratio", "nll_delta", "kl_mean", "kl_median", "kl_p99", "layer_error_max",
                              "layer_error_mean", "latency_ms", "size_mb", "repetition_rate", "generated_ppl",
                              "attention_entropy_shift"})
-HIGHER_IS_BETTER = frozenset({"top1_agreement", "topk_coverage", "distinct_1", "distinct_2"})
+HIGHER_IS_BETTER = frozenset({"top1_agreement", "kl_coverage", "kl_coverage_min", "distinct_1", "distinct_2"})
 WORSE_PREFIXES = ("acc_drop:",)
 BETTER_PREFIXES = ("acc:", "acc_norm:", "exact_match:")
 

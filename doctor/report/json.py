@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from doctor.errors import ConfigError, DoctorError
-from doctor.limits import MAX_RESULTS_BYTES, read_text
+from doctor.input.limits import MAX_RESULTS_BYTES, read_text
 from doctor.results import Examination
 
 

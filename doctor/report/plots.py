@@ -225,4 +225,6 @@ def make_plots(exam: Examination) -> list[Plot]:
         layer_error_plot(exam, text),
         kl_distribution_plot(exam, text),
     ]
-    return [p for p in candidates if p is not None]
+    from doctor.report.heatmap import module_heatmaps
+
+    return [p for p in candidates if p is not None] + module_heatmaps(exam, text)

@@ -225,8 +225,9 @@ def source_rows(p) -> Pairs:
 def describe_text(text: TextInfo | None) -> str:
     if text is None:
         return "–"
+    preset = f", {text.preset} preset" if text.preset else ""
     return (f"{text.corpus}: {text.tokens:,} tokens in {text.windows} windows of {text.seq_len}, "
-            f"seed {text.seed}")
+            f"seed {text.seed}{preset}")
 
 
 def baseline_rows(exam: Examination) -> Pairs:

@@ -40,8 +40,14 @@ class EvalSpec(Spec):
     seq_len: int | None = Field(None, ge=8, description="window length; default 2048 (the literature's), capped by the model's context")
     max_windows: int | None = Field(None, ge=1)
     bootstrap: int = Field(1000, ge=0, description="bootstrap resamples over windows for intervals")
+    kl_mode: Literal["auto", "mass", "exact", "full"] = Field(
+        "auto", description="what the baseline keeps for KL: 'full' float32 log-probs, 'exact' (all, uint16 on "
+        "disk), 'mass' (per token the likeliest up to kl_target_mass); 'auto': full when the vocabulary is small"
+    )
+    kl_target_mass: float = Field(0.999, gt=0, le=1, description="mass mode: baseline probability kept per token")
+    kl_bytes_per_token: int = Field(4096, ge=24, description="mass mode: storage budget per token")
     kl_top_k: int | None = Field(
-        None, ge=1, description="baseline log-probs kept per token; None: full vocabulary when it is small"
+        None, ge=1, description="a fixed number of log-probs per token (mass mode with target 1); prefer kl_mode"
     )
     batch_size: int = Field(4, ge=1)
     seed: int = 0

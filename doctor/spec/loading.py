@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from doctor.errors import ConfigError
-from doctor.limits import MAX_SPEC_BYTES, check_yaml_size, read_text
+from doctor.input.limits import MAX_SPEC_BYTES, check_yaml_size, read_text
 from doctor.spec.modification import MODIFICATION_KINDS
 
 M = TypeVar("M", bound=BaseModel)
@@ -53,7 +53,7 @@ def _resolve_scalar(node: yaml.Node) -> Any:
 def parse_yaml(text: str, source: str) -> _Marked:
     """Parse YAML safely (no tags that build objects), keeping a line for each key path.
 
-    Size, nesting and alias expansion are checked on the event stream first (`doctor.limits`)."""
+    Size, nesting and alias expansion are checked on the event stream first (`doctor.input.limits`)."""
     check_yaml_size(text, source)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)

@@ -30,8 +30,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator
 
 from doctor.errors import ConfigError, DataError
-from doctor.limits import MAX_TASK_BYTES, MAX_TASK_CHARS, MAX_TASK_ITEMS, MAX_TASK_LINE_CHARS, read_text
-from doctor.safe_regex import RegexError, compile_safe
+from doctor.input.limits import MAX_TASK_BYTES, MAX_TASK_CHARS, MAX_TASK_ITEMS, MAX_TASK_LINE_CHARS, read_text
+from doctor.input.safe_regex import RegexError, compile_safe
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 HEADER_FORMAT = "model-doctor-task"

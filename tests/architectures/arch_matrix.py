@@ -65,7 +65,7 @@ def suite():
 
 def run_arch(arch: str, out_dir: Path, model=None):
     """Examine a tiny `arch` model with every kind; returns (cells by column title, the examined model)."""
-    from doctor.runner import Options, examine
+    from doctor.examination.runner import Options, examine
 
     model = model if model is not None else tiny_model(arch)
     exam = examine(as_patient(model, arch), suite(), Options(out_dir=out_dir, use_predictor=False))

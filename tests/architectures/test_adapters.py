@@ -14,8 +14,8 @@ from doctor import plugins
 from doctor.architectures import GENERIC, architecture_of
 from doctor.architectures.llama import LlamaLike
 from doctor.compress.adapters import decoder_layers
+from doctor.examination.runner import Options, examine
 from doctor.modifications import apply_modification
-from doctor.runner import Options, examine
 from doctor.spec.checkup import Suite
 from doctor.spec.modification import QuantizeSpec
 from tests.conftest import as_patient, make_context

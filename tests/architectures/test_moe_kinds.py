@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from arch_zoo import tiny_model
 
-from doctor.runner import Options, examine
+from doctor.examination.runner import Options, examine
 from doctor.spec.checkup import Suite
 from tests.conftest import as_patient
 

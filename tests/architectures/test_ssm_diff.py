@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from arch_zoo import tiny_model
 
+from doctor.examination.runner import Options, examine
 from doctor.report.diff import diff_examinations
 from doctor.report.diff_report import render_diff_reports
-from doctor.runner import Options, examine
 from doctor.spec.checkup import Suite
 from tests.conftest import as_patient
 

@@ -9,8 +9,8 @@ from arch_zoo import tiny_model
 
 from doctor.architectures.vocab import check_token_ids
 from doctor.errors import DataError
+from doctor.examination.runner import Options, examine
 from doctor.patient import Patient, extract_facts
-from doctor.runner import Options, examine
 from doctor.spec.checkup import Suite
 from tests.conftest import ToyTokenizer
 

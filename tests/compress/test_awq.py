@@ -8,10 +8,10 @@ from conftest import make_context, state_snapshot
 from transformers.models.llama.modeling_llama import repeat_kv
 
 from doctor.compress.adapters import block_linears, decoder_layers, linear_weight, set_linear_weight
-from doctor.compress.awq import apply_awq, record_calls, search_scale, tie_scales, untie_scales
+from doctor.compress.awq import apply_awq, clip_search, record_calls, search_scale, tie_scales, untie_scales
 from doctor.compress.capture import capture_layer_inputs
 from doctor.compress.collectors import ActivationMagnitudeCollector
-from doctor.compress.quantizer import quantize_rtn
+from doctor.compress.quantizer import awq_quantize, quantize_rtn
 from doctor.compress.sequential import collect, in_features
 from doctor.errors import ModificationError
 from doctor.modifications import apply_modification
@@ -64,7 +64,7 @@ def test_search_includes_the_unscaled_point(demo_patient, tmp_path, names, inspe
         assert torch.equal(m.weight, originals[n])  # the search leaves the weights as it found them
     try:
         for m in modules.values():
-            set_linear_weight(m, quantize_rtn(linear_weight(m).detach(), 3, 32, False))
+            set_linear_weight(m, awq_quantize(linear_weight(m).detach(), 3, 32, False))
         rtn_loss = calls.loss()
     finally:
         with torch.no_grad():
@@ -75,12 +75,15 @@ def test_search_includes_the_unscaled_point(demo_patient, tmp_path, names, inspe
     assert result.scale.shape == stat.shape and torch.all(result.scale > 0)
 
 
-def test_every_group_of_the_demo_model_at_most_rtn(demo_patient, tmp_path) -> None:
+@pytest.mark.parametrize(("gqa", "groups"), [("skip", 3), ("tied", 4)])
+def test_every_group_of_the_demo_model_at_most_rtn(demo_patient, tmp_path, gqa, groups) -> None:
+    """The demo has 4 KV heads for 8 query heads: upstream leaves o_proj unscaled, `tied` scales it too."""
     ctx = make_context(demo_patient, tmp_path, samples=4, seq_len=128)
     try:
-        applied = apply_modification(QuantizeSpec(method="awq", bits=3, group_size=32), ctx)
+        applied = apply_modification(QuantizeSpec(method="awq", bits=3, group_size=32, gqa_scales=gqa), ctx)
         ratios = [v for s in applied.layers for k, v in s.extra.items() if k.startswith("loss_vs_rtn:")]
-        assert len(ratios) == 4 * len(applied.layers)
+        assert len(ratios) == groups * len(applied.layers) == applied.realized["scaled_groups"]
+        assert applied.realized["clipped_linears"] == 5 * len(applied.layers)  # all but q_proj and k_proj
         assert all(r <= 1.0 for r in ratios) and min(ratios) < 1.0
         assert all(0 < s.rel_error < 1 for s in applied.layers)
     finally:
@@ -104,9 +107,10 @@ def test_gqa_scales_follow_repeat_kv() -> None:
 def test_awq_levels_and_realized_facts(fixture, request, tmp_path) -> None:
     patient = request.getfixturevalue(fixture)
     ctx = make_context(patient, tmp_path, samples=4, seq_len=32)
-    applied = apply_modification(QuantizeSpec(method="awq", bits=3, group_size=16, grid=8), ctx)
+    applied = apply_modification(QuantizeSpec(method="awq", bits=3, group_size=16, grid=8, gqa_scales="tied"), ctx)
     layers = decoder_layers(patient.model)
     groups_per_layer = 4 if fixture == "tiny_llama" else 3  # GPT-2's mlp.c_proj follows a GELU
+    assert applied.realized["gqa_scales"] == "tied" and applied.realized["auto_clip"]
     assert applied.realized["scaled_groups"] == groups_per_layer * len(layers)
     assert applied.realized["max_levels_per_group"] <= 8 and applied.realized["effective_bits"] > 3
     assert applied.calibration is not None and applied.calibration.tokens == 4 * 32
@@ -125,3 +129,37 @@ def test_unknown_blocks_are_refused(tiny_llama, tmp_path, monkeypatch) -> None:
     with pytest.raises(ModificationError, match="^unsupported: AWQ"):
         apply_modification(QuantizeSpec(method="awq", bits=4), ctx)
     assert len(ctx.undo) == 0
+
+
+def test_awq_grid_is_the_groups_own_range():
+    """llm-awq's step is (max - min) / maxq with the zero point clamped to the grid; GPTQ's range includes 0."""
+    w = torch.tensor([[1.0, 2.0, 3.0, 4.0], [-1.0, -0.5, 0.25, 0.5]])
+    q = awq_quantize(w, 2, None, False)
+    # step (4 - 1) / 3 = 1, zero -round(1 / 1) clamped to 0: levels 0..3, so 4 saturates at 3 (as upstream)
+    assert q[0].tolist() == [1.0, 2.0, 3.0, 3.0]
+    torch.testing.assert_close(quantize_rtn(w, 2, None, False)[0], torch.tensor([4 / 3, 8 / 3, 8 / 3, 4.0]))
+    assert q[1].unique().numel() <= 4 and float(q[1].min()) == -1.0
+    # a constant group: the step is clamped at 1e-5 / maxq and the clamped zero saturates it, as upstream
+    torch.testing.assert_close(awq_quantize(torch.full((1, 4), 0.25), 2, None, False), torch.full((1, 4), 1e-5))
+
+
+def test_clip_search_picks_the_bound_with_the_least_output_error():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(600, 8, generator=gen)
+    x[:, 0] *= 0.01  # the outlier weight's input is nearly silent: clipping it costs almost nothing
+    w = torch.randn(3, 8, generator=gen) * 0.1
+    w[:, 0] = 5.0
+    spec = QuantizeSpec(method="awq", bits=3)
+    bounds = clip_search(w, x, spec)  # (rows, groups, 1)
+    assert bounds.shape == (3, 1, 1)
+    org = w.abs().amax(1)
+    assert torch.all(bounds[:, 0, 0] < org)  # the outlier is clipped
+    shrink = 1 - bounds[:, 0, 0] / org
+    assert torch.allclose(shrink * 20, (shrink * 20).round(), atol=1e-4) and torch.all(shrink <= 0.45 + 1e-6)
+
+    def error(bound):
+        q = awq_quantize(torch.clamp(w, -bound, bound), 3, None, False)
+        return ((x @ q.t() - x @ w.t()) ** 2).mean(0)
+
+    for i in range(10):
+        assert torch.all(error(bounds[:, :, 0]) <= error(org.unsqueeze(1) * (1 - i / 20)) + 1e-9)

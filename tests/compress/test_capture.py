@@ -6,7 +6,6 @@ import pytest
 import torch
 from conftest import tiny_gpt2_model, tiny_llama_model
 
-from doctor.calibration import CalibrationProvider
 from doctor.compress.adapters import block_linears, decoder_layers, linear_weight, sequential_groups
 from doctor.compress.capture import capture_layer_inputs, layer_output
 from doctor.compress.collectors import (
@@ -18,6 +17,7 @@ from doctor.compress.collectors import (
 from doctor.compress.hooks import forward_hooks
 from doctor.compress.quantizer import quantize_rtn
 from doctor.compress.sequential import collect, in_features, run_sequential
+from doctor.data.calibration import CalibrationProvider
 from doctor.modifications.base import UndoLog
 from doctor.spec.modification import CalibrationSpec
 

@@ -9,7 +9,7 @@ from conftest import make_context, state_snapshot
 from doctor.compress.adapters import block_linears, decoder_layers, linear_weight
 from doctor.compress.gptq import gptq_quantize
 from doctor.compress.hooks import forward_hooks
-from doctor.compress.quantizer import quantize_rtn
+from doctor.compress.quantizer import find_params, quantize_rtn
 from doctor.modifications import apply_modification
 from doctor.spec.modification import QuantizeSpec
 
@@ -46,11 +46,41 @@ def test_diagonal_hessian_reduces_to_rtn(group, symmetric) -> None:
 
 @pytest.mark.parametrize("group", [None, 8])
 def test_lazy_blocks_are_exact(group) -> None:
+    """Lazy updates change nothing where no scale is read mid-block: per channel, or groups read 'updated'."""
     W, H = _problem()
-    reference = gptq_quantize(W, H, 3, group, block_size=8)
+    reference = gptq_quantize(W, H, 3, group, block_size=8, group_scales="updated")
     for block in (16, 32, 128):
-        other = gptq_quantize(W, H, 3, group, block_size=block)
+        other = gptq_quantize(W, H, 3, group, block_size=block, group_scales="updated")
         assert (other - reference).abs().gt(1e-5).float().mean() < 0.002
+
+
+def _on_grid(Q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> bool:
+    steps = Q / scale + zero
+    return bool(torch.allclose(steps, steps.round(), atol=1e-4))
+
+
+def test_reference_group_scales_are_read_before_the_blocks_updates() -> None:
+    """Upstream reads a group's scale from W[:, i : i + g], which has not seen the current block's updates."""
+    W, H = _problem(cols=12)
+    # blocks of 6 split the group of columns 4-7; it starts inside block 0, so upstream reads it untouched
+    Q = gptq_quantize(W, H, 3, 4, block_size=6)
+    assert _on_grid(Q[:, 4:8], *find_params(W[:, 4:8], 3, False))
+    updated = gptq_quantize(W, H, 3, 4, block_size=6, group_scales="updated")
+    assert not _on_grid(updated[:, 4:8], *find_params(W[:, 4:8], 3, False))
+    # both read group 0 from the unquantized weights; with blocks of one group they agree everywhere
+    assert _on_grid(updated[:, :4], *find_params(W[:, :4], 3, False))
+    torch.testing.assert_close(
+        gptq_quantize(W, H, 3, 4, block_size=4), gptq_quantize(W, H, 3, 4, block_size=4, group_scales="updated")
+    )
+    # one block over all columns: every group reads the unquantized weights, i.e. static groups
+    torch.testing.assert_close(gptq_quantize(W, H, 3, 4), gptq_quantize(W, H, 3, 4, static_groups=True))
+
+
+def test_group_options_belong_to_gptq() -> None:
+    with pytest.raises(ValueError, match="group_scales"):
+        QuantizeSpec(method="gptq", bits=4, group_scales="updated")
+    with pytest.raises(ValueError, match="true_sequential"):
+        QuantizeSpec(method="rtn", bits=4, true_sequential=True)
 
 
 @pytest.mark.parametrize(("bits", "group", "symmetric"), [(2, 8, False), (3, None, True), (4, 12, False), (8, 16, True)])

@@ -10,9 +10,10 @@ from doctor.compress.adapters import block_linears, decoder_layers, linear_weigh
 from doctor.compress.capture import capture_layer_inputs
 from doctor.compress.collectors import InputCollector
 from doctor.compress.hooks import forward_hooks
+from doctor.compress.masks import layer_mask, nm_mask, row_mask
 from doctor.compress.sparsegpt import sparsegpt_prune
 from doctor.compress.wanda import wanda_score
-from doctor.modifications.prune import apply, layer_mask, nm_mask, row_mask
+from doctor.modifications.prune import apply
 from doctor.spec.modification import PruneSpec
 
 
@@ -43,7 +44,7 @@ def test_pruning_the_first_column_is_the_least_squares_optimum():
     X = _correlated_inputs(400, 12, seed=3).double()
     w = torch.randn(1, 12, generator=torch.Generator().manual_seed(4)).double()
     w[0, 0] = 1e-3  # the lowest saliency: the one weight pruned
-    W_new, mask = sparsegpt_prune(w, _hessian(X), sparsity=1 / 12, damp=1e-9)
+    W_new, mask = sparsegpt_prune(w, _hessian(X), sparsity=1 / 12, damp=1e-9, ties="exact")
     assert mask[0].tolist() == [True] + [False] * 11
     best = torch.linalg.lstsq(X[:, 1:], X @ w[0]).solution
     assert torch.allclose(W_new[0, 1:].double(), best, rtol=1e-3, atol=1e-4)
@@ -52,29 +53,36 @@ def test_pruning_the_first_column_is_the_least_squares_optimum():
 def test_tiny_sparsity_changes_nothing():
     X = _correlated_inputs(256, 24)
     W = torch.randn(8, 24)
-    W_new, mask = sparsegpt_prune(W, _hessian(X), sparsity=1e-4)
+    W_new, mask = sparsegpt_prune(W, _hessian(X), sparsity=1e-4, ties="exact")
     assert not mask.any()
     assert torch.allclose(W_new, W, atol=1e-6)
+    _, mask = sparsegpt_prune(W, _hessian(X), sparsity=1e-4)  # the reference threshold takes the lowest one
+    assert int(mask.sum()) == 1
 
 
 @pytest.mark.parametrize("block_size", [7, 16, 128])
-def test_each_block_prunes_exactly_its_share(block_size):
+@pytest.mark.parametrize(("ties", "extra"), [("reference", 1), ("exact", 0)])
+def test_each_block_prunes_its_share(block_size, ties, extra):
+    """The reference prunes every saliency <= the one at rank int(numel * s): one more per block, without ties."""
     X = _correlated_inputs(256, 40)
     W = torch.randn(6, 40)
-    _, mask = sparsegpt_prune(W, _hessian(X), sparsity=0.4, block_size=block_size)
+    _, mask = sparsegpt_prune(W, _hessian(X), sparsity=0.4, block_size=block_size, ties=ties)
     for start in range(0, 40, block_size):
         block = mask[:, start : start + block_size]
-        assert int(block.sum()) == int(block.numel() * 0.4)
+        assert int(block.sum()) == int(block.numel() * 0.4) + extra
 
 
-@pytest.mark.parametrize(("n", "m", "cols"), [(2, 4, 40), (4, 8, 44), (1, 4, 12)])
-def test_nm_groups_are_exact_and_aligned(n, m, cols):
+@pytest.mark.parametrize(("n", "m", "cols"), [(2, 4, 40), (4, 8, 44), (1, 4, 12), (4, 8, 10), (2, 4, 13)])
+@pytest.mark.parametrize("tail", ["prune", "dense"])
+def test_nm_groups_are_exact_and_aligned(n, m, cols, tail):
     X = _correlated_inputs(256, cols)
     W = torch.randn(5, cols)
-    W_new, mask = sparsegpt_prune(W, _hessian(X), n=n, m=m, block_size=10)  # block size rounded to a multiple of m
+    W_new, mask = sparsegpt_prune(W, _hessian(X), n=n, m=m, block_size=10, nm_tail=tail)  # block: a multiple of m
     full = cols - cols % m
     assert ((W_new[:, :full] == 0).reshape(5, -1, m).sum(-1) == n).all()
-    assert not mask[:, full:].any()
+    # a ragged tail of r < m columns: the reference prunes min(n, r) of them (4:8 on 10 columns: both)
+    expected = min(n, cols - full) if tail == "prune" else 0
+    assert (mask[:, full:].sum(1) == expected).all() and torch.equal(W_new == 0, mask)
 
 
 def test_dead_inputs_are_zeroed_without_nans():

@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from doctor.compress.adapters import block_linears, decoder_layers, linear_weight
+from doctor.compress.masks import nm_mask, row_mask
 from doctor.compress.wanda import wanda_score
-from doctor.modifications.prune import apply, nm_mask, row_mask
+from doctor.modifications.prune import apply
 from doctor.modifications.wanda import wanda_mask
 from doctor.spec.modification import PruneSpec
 
@@ -45,7 +46,10 @@ def test_nm_mask_prunes_exactly_n_of_every_m(rows, groups, tail, nm, seed):
     mask = nm_mask(score, n, m)
     full = mask[:, : groups * m].reshape(rows, groups, m)
     assert (full.sum(-1) == n).all()
-    assert not mask[:, groups * m :].any()  # a ragged tail stays dense
+    assert (mask[:, groups * m :].sum(1) == min(n, tail)).all()  # the reference prunes the ragged tail too
+    dense_tail = nm_mask(score, n, m, tail="dense")
+    assert torch.equal(dense_tail[:, : groups * m], mask[:, : groups * m])
+    assert not dense_tail[:, groups * m :].any()
     # the pruned entries are the lowest of their group
     grouped = score[:, : groups * m].reshape(rows, groups, m)
     pruned_max = grouped.masked_fill(~full, -1).amax(-1)
@@ -129,10 +133,10 @@ def test_realized_sparsity_is_measured_per_row(patient, request, tmp_path):
         ctx.undo.restore()
 
 
-@pytest.mark.parametrize(("n", "m"), [(2, 4), (4, 8)])
-def test_nm_holds_in_every_group_of_every_linear(demo_patient, tmp_path, n, m):
+@pytest.mark.parametrize(("n", "m", "tail"), [(2, 4, "prune"), (4, 8, "prune"), (4, 8, "dense")])
+def test_nm_holds_in_every_group_of_every_linear(demo_patient, tmp_path, n, m, tail):
     ctx = make_context(demo_patient, tmp_path, samples=4, seq_len=32)
-    applied = apply(PruneSpec(method="wanda", structure="nm", n=n, m=m), ctx)
+    applied = apply(PruneSpec(method="wanda", structure="nm", n=n, m=m, nm_tail=tail), ctx)
     try:
         for block in decoder_layers(demo_patient.model):
             for name, module in block_linears(block).items():
@@ -140,7 +144,9 @@ def test_nm_holds_in_every_group_of_every_linear(demo_patient, tmp_path, n, m):
                 full = w.shape[1] - w.shape[1] % m
                 zeros = (w[:, :full] == 0).reshape(w.shape[0], -1, m).sum(-1)
                 assert (zeros == n).all(), name
-                assert (w[:, full:] != 0).all(), name  # 172 inputs with m=8: the last 4 stay dense
-        assert applied.realized["sparsity"] <= n / m
+                # 172 inputs with m=8: the last 4 are pruned like the reference, or stay dense
+                assert ((w[:, full:] == 0).all() if tail == "prune" else (w[:, full:] != 0).all()), name
+        assert applied.realized["nm_tail"] == tail
+        assert (applied.realized["sparsity"] > n / m) == (tail == "prune" and m == 8)
     finally:
         ctx.undo.restore()

@@ -218,6 +218,89 @@ def test_expansion_disruption_quiet_when_function_is_kept():
     assert findings("layer-expansion-disruption", expansion(1.0, 1.0)) == []
 
 
+# ---- where the damage enters: modules, outlier channels, attention entropy --------------------------------
+
+MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def module_layers(errors: dict[tuple[int, str], float], base: float = 0.05, n_layers: int = 8) -> list[LayerStat]:
+    return [LayerStat(layer=i, extra={f"module_error.{m}": errors.get((i, m), base) for m in MODULES})
+            for i in range(n_layers)]
+
+
+def test_module_localised_names_the_hot_cells_and_the_module_kind():
+    c = quant("rtn-w3", 3, 1.3)
+    c.layers = module_layers({(1, "down_proj"): 2.0, (6, "down_proj"): 1.5, (0, "q_proj"): 0.9})
+    (f,) = findings("module-localised-damage", exam([c]))
+    assert f.evidence["hotspots_names"] == ["layer 1 down_proj", "layer 6 down_proj", "layer 0 q_proj"]
+    assert f.evidence["hotspots"] == pytest.approx(4.4 / (4.4 + 53 * 0.05))
+    assert f.evidence["module_kind_name"] == "down_proj" and f.evidence["cells"] == 56
+    assert "layer 1 down_proj, layer 6 down_proj, layer 0 q_proj carry" in f.explanation
+
+
+def test_module_localised_quiet_on_even_damage_and_without_degradation():
+    even = quant("rtn-w3", 3, 1.3)
+    even.layers = module_layers({(i, m): 0.05 + 0.01 * ((i * 7 + j) % 5) for i in range(8)
+                                 for j, m in enumerate(MODULES)})
+    assert findings("module-localised-damage", exam([even])) == []
+    harmless = quant("rtn-w8", 8, 1.001)
+    harmless.layers = module_layers({(1, "down_proj"): 2.0})
+    assert findings("module-localised-damage", exam([harmless])) == []
+
+
+def test_layer_error_peaks_names_the_layers_that_stand_out():
+    c = quant("rtn-w3", 3, 5.1)
+    # SmolLM2-135M under RTN 3-bit g128: the first and last blocks stand out from an even middle
+    c.layers = layers([0.21, 0.14, 0.09, 0.08, 0.09, 0.05, 0.04, 0.03, 0.02, 0.02, 0.02, 0.03, 0.04, 0.05, 0.14, 0.25])
+    c.layers[0].extra["module_error.v_proj"] = 0.3
+    c.layers[1].extra["module_error.down_proj"] = 0.1
+    (f,) = findings("layer-error-peaks", exam([c]))
+    assert f.evidence["peak"] == 0.25 and f.evidence["peak_layer"] == 15 and f.evidence["typical"] == pytest.approx(0.05)
+    assert f.evidence["pair_layers"] == [0, 15] and f.evidence["module_kind_name"] == "v_proj"
+    assert "layers 0, 15 carry" in f.explanation and "5.0 times the median" in f.explanation
+
+
+def test_layer_error_peaks_quiet_on_even_layers():
+    c = quant("rtn-w3", 3, 1.7)
+    c.layers = layers([0.22, 0.23, 0.20, 0.21, 0.24, 0.22, 0.21, 0.23])  # the demo model under RTN 3-bit
+    assert findings("layer-error-peaks", exam([c])) == []
+
+
+def outlier_layers(ratio: float) -> list[LayerStat]:
+    return [LayerStat(layer=i, extra={f"outlier_ratio.{m}": (ratio if (i, m) == (1, "down_proj") else 5.0)
+                                      for m in MODULES}) for i in range(8)]
+
+
+def test_outlier_channel_damage_names_the_module_and_its_input_outliers():
+    c = quant("rtn-w3", 3, 1.3)
+    c.layers = module_layers({(1, "down_proj"): 2.0})
+    (f,) = findings("outlier-channel-damage", exam([c], baseline_layers=outlier_layers(300.0)))
+    assert f.evidence["worst_name"] == "layer 1 down_proj" and f.evidence["worst"] == 300.0
+    assert f.evidence["worst_value"] == 2.0
+
+
+def test_outlier_channel_damage_quiet_when_the_worst_module_sees_no_outliers():
+    c = quant("rtn-w3", 3, 1.3)
+    c.layers = module_layers({(1, "down_proj"): 2.0})
+    assert findings("outlier-channel-damage", exam([c], baseline_layers=outlier_layers(8.0))) == []
+
+
+def removal(shifts: list[float]):
+    mod = {"kind": "remove_layers", "layers": [3]}
+    layers_ = [LayerStat(layer=i, extra={"attention_entropy_change": v}) for i, v in enumerate(shifts)]
+    return exam([checkup("remove-3", mod, metrics={"ppl_ratio": 1.4}, layers=layers_)])
+
+
+def test_attention_entropy_shift_names_the_layer():
+    (f,) = findings("attention-entropy-shift", removal([0.0, 0.01, 0.02, 0.4, 0.05]))
+    assert f.evidence["shift"] == 0.4 and f.evidence["shift_layer"] == 3
+    assert "layer 3 moved by 0.4" in f.explanation
+
+
+def test_attention_entropy_shift_quiet_when_attention_is_kept():
+    assert findings("attention-entropy-shift", removal([0.0, 0.01, 0.02, 0.03])) == []
+
+
 # ---- decoding instability ----------------------------------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from doctor.cli import main
-from doctor.limits import MAX_SPEC_BYTES, MAX_TASK_BYTES, MAX_TASK_LINE_CHARS, MAX_YAML_DEPTH, MAX_YAML_NODES
+from doctor.input.limits import MAX_SPEC_BYTES, MAX_TASK_BYTES, MAX_TASK_LINE_CHARS, MAX_YAML_DEPTH, MAX_YAML_NODES
 
 SECONDS = 5.0
 
@@ -270,7 +270,7 @@ def test_deeply_nested_json_in_a_task_line_is_one_line(tmp_path):
 
 
 def test_oversized_corpus_is_refused_up_front(tmp_path):
-    from doctor.limits import MAX_CORPUS_BYTES
+    from doctor.input.limits import MAX_CORPUS_BYTES
 
     corpus = tmp_path / "huge.txt"
     with corpus.open("wb") as fh:

@@ -8,11 +8,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from doctor.examination.runner import Options, examine
 from doctor.modifications import registry
 from doctor.modifications.kinds.compose import leaves
 from doctor.predict.cases import Unsupported, cases_for
 from doctor.results import ModelFacts
-from doctor.runner import Options, examine
 from doctor.spec.checkup import Suite
 from doctor.spec.modification import MODIFICATION_KINDS
 from tests.conftest import assert_bit_identical, state_snapshot

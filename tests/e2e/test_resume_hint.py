@@ -7,7 +7,7 @@ import shlex
 
 from click.testing import CliRunner
 
-import doctor.runner
+import doctor.examination.runner
 from doctor.cli import main
 
 SUITE = """\
@@ -27,14 +27,14 @@ def test_interrupt_hint_resumes_with_every_option_and_keeps_finished_work(tmp_pa
     suite = tmp_path / "suite.yaml"
     suite.write_text(SUITE)
     out = tmp_path / "out"
-    real = doctor.runner.run_checkup
+    real = doctor.examination.runner.run_checkup
 
     def interrupt_second(session, checkup):
         if checkup.id == "rtn-w4":
             raise KeyboardInterrupt
         return real(session, checkup)
 
-    monkeypatch.setattr(doctor.runner, "run_checkup", interrupt_second)
+    monkeypatch.setattr(doctor.examination.runner, "run_checkup", interrupt_second)
     args = ["examine", "--suite", str(suite), "--max-windows", "2", "--fail-on", "critical", "--no-predictor",
             "--out", str(out)]
     first = CliRunner().invoke(main, args)
@@ -47,7 +47,7 @@ def test_interrupt_hint_resumes_with_every_option_and_keeps_finished_work(tmp_pa
     journal = (out / "results.jsonl").read_text().splitlines()
     assert len(journal) == 2  # header and the finished checkup
 
-    monkeypatch.setattr(doctor.runner, "run_checkup", real)
+    monkeypatch.setattr(doctor.examination.runner, "run_checkup", real)
     resumed = CliRunner().invoke(main, words[1:])
     assert resumed.exit_code in (0, 1), resumed.output
     lines = (out / "results.jsonl").read_text().splitlines()

@@ -99,3 +99,31 @@ def test_outlier_ratio_detects_a_large_channel():
     assert outlier_ratio(peaks) == 1.0
     peaks[5] = 50.0
     assert outlier_ratio(peaks) == 50.0
+
+
+def test_module_error_names_the_changed_linear_and_only_it(model):
+    """Relative output error per linear layer, from the original weights the modification saved."""
+    probe = LayerProbe.capture(model, windows())
+    target = 1
+    block = decoder_layers(model)[target]
+    name, weight = next((n, p) for n, p in block.named_parameters() if p.dim() == 2 and "mlp" in n)
+    undo = UndoLog()
+    undo.save_tensor(weight)
+    with torch.no_grad():
+        weight.add_(torch.randn_like(weight) * weight.std() * 0.5)
+    originals = undo.originals()
+    stats = probe.compare(model, originals)
+    undo.restore()
+    cells = {(s.layer, k): v for s in stats for k, v in s.extra.items() if k.startswith("module_error.")}
+    column = "module_error." + name.split(".")[-2]  # e.g. mlp.down_proj.weight -> down_proj
+    assert list(cells) == [(target, column)]
+    assert 0.2 < cells[(target, column)] < 1.0  # a 0.5-std perturbation: about half the output norm
+    restored = {s.layer: s for s in probe.compare(model, originals)}
+    assert restored[target].extra[column] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_module_columns_pool_experts():
+    from doctor.metrics.layerwise import module_column
+
+    assert module_column("self_attn.q_proj") == "q_proj"
+    assert module_column("block_sparse_moe.experts.3.w2") == "experts.w2"

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from doctor.backends.torch_backend import TorchBackend
-from doctor.onnx_export import Exported, export_model
-from doctor.texts import eval_windows, resolve_corpus, tokenize
+from doctor.data.texts import eval_windows, resolve_corpus, tokenize
+from doctor.onnx.export import Exported, export_model
 from tests.conftest import as_patient, tiny_llama_model
 
 
@@ -29,8 +29,8 @@ def mean_nll(logits: torch.Tensor, ids: torch.Tensor) -> float:
 
 
 def _code_hash() -> str:
-    import doctor.modifications.onnx as variants
-    import doctor.onnx_export as export
+    import doctor.onnx.export as export
+    import doctor.onnx.variants as variants
 
     digest = hashlib.sha256()
     for module in (export, variants):

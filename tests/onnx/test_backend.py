@@ -10,10 +10,10 @@ import torch
 from conftest import full_logits, mean_nll
 
 from doctor.backends.factory import make_backend, resolve_device
-from doctor.backends.onnx_backend import CPU, CUDA, OrtBackend, wanted_providers
 from doctor.backends.torch_backend import TorchBackend
 from doctor.errors import ConfigError, DoctorError, ModificationError
 from doctor.metrics.deployment import measure_latency, measure_size, parameter_bytes
+from doctor.onnx.backend import CPU, CUDA, OrtBackend, wanted_providers
 
 
 def test_chunks_cover_every_position_once(demo_export, demo_windows):
@@ -97,7 +97,7 @@ def test_size_uses_effective_bits_of_quantized_weights(tiny_llama):
 
 
 def test_deployment_suite_validates():
-    from doctor.suites import load_suite
+    from doctor.spec.suites import load_suite
 
     suite, path, _ = load_suite("deployment")
     assert Path(path).name == "deployment.yaml"

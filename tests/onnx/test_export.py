@@ -9,10 +9,11 @@ import pytest
 import torch
 from conftest import full_logits, mean_nll
 
-from doctor.backends.onnx_backend import OrtBackend
 from doctor.backends.torch_backend import TorchBackend
+from doctor.data.texts import eval_windows, resolve_corpus, tokenize
 from doctor.errors import ModificationError
-from doctor.onnx_export import (
+from doctor.onnx.backend import OrtBackend
+from doctor.onnx.export import (
     ExportSettings,
     _as_dtype,
     cache_key,
@@ -21,7 +22,6 @@ from doctor.onnx_export import (
     onnx_files,
     weights_fingerprint,
 )
-from doctor.texts import eval_windows, resolve_corpus, tokenize
 from tests.conftest import assert_bit_identical, state_snapshot
 
 
@@ -135,7 +135,7 @@ def test_unsupported_operator_fails_cleanly(tmp_path):
 def test_prune_keeps_the_most_recently_used_entries(tmp_path):
     import os
 
-    from doctor.onnx_export import INFO_FILE, prune_cache
+    from doctor.onnx.export import INFO_FILE, prune_cache
 
     for age, name in enumerate(["newest", "middle", "oldest"]):
         (tmp_path / name).mkdir()

@@ -8,9 +8,9 @@ import pytest
 import torch
 from conftest import full_logits, mean_nll
 
-from doctor.backends.onnx_backend import CUDA, OrtBackend
 from doctor.modifications import apply_modification
 from doctor.modifications.base import ApplyContext, UndoLog
+from doctor.onnx.backend import CUDA, OrtBackend
 from doctor.spec.modification import OnnxSpec
 
 

@@ -110,8 +110,8 @@ def test_missing_onnxruntime_is_a_modification_error(demo_patient, tmp_path, mon
 def test_quantizer_failure_is_a_modification_error(tmp_path, monkeypatch):
     import onnxruntime.quantization as ortq
 
-    from doctor.modifications.onnx import quantized_variant
-    from doctor.onnx_export import Exported
+    from doctor.onnx.export import Exported
+    from doctor.onnx.variants import quantized_variant
 
     def broken(*args, **kwargs):
         raise ValueError("unsupported graph\nmore detail")

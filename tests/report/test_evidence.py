@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from doctor.examination.verdict import advice
 from doctor.report.evidence import evidence_rows
-from doctor.verdict import advice
 
 EXPECTED = {"point": 2.315, "lower": 1.233, "upper": 26.7, "residual": 2.649, "z": 1.718, "outside": "above",
             "level": 0.9, "in_domain": False, "metric": "ppl_ratio", "observed": 32.73}

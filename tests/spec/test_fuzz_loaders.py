@@ -20,7 +20,7 @@ from doctor.diagnose.rule import Rule
 from doctor.errors import DoctorError
 from doctor.spec.checkup import Suite
 from doctor.spec.loading import load_model
-from doctor.suites import load_suite
+from doctor.spec.suites import load_suite
 from doctor.tasks.format import Task, load_task
 
 FUZZ = settings(max_examples=60, deadline=2000, derandomize=True, suppress_health_check=[HealthCheck.too_slow])

@@ -7,10 +7,10 @@ import time
 import pytest
 
 from doctor.errors import ConfigError
-from doctor.limits import MAX_SPEC_BYTES, MAX_YAML_NODES, check_yaml_size, printable, read_text
-from doctor.safe_regex import RegexError, compile_safe
+from doctor.input.limits import MAX_SPEC_BYTES, MAX_YAML_NODES, check_yaml_size, printable, read_text
+from doctor.input.safe_regex import RegexError, compile_safe
 from doctor.spec.loading import parse_yaml
-from doctor.suites import builtin_suites
+from doctor.spec.suites import builtin_suites
 from tests.e2e.test_hostile_input import alias_bomb
 
 

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from doctor.cli import main
 from doctor.errors import ConfigError
-from doctor.suites import builtin_suites, load_suite
+from doctor.spec.suites import builtin_suites, load_suite
 
 GOOD = """\
 name: t
@@ -86,3 +86,15 @@ def test_schema_command_emits_json_schema():
     schema = json.loads(result.output)
     assert "checkups" in schema["properties"]
     assert "QuantizeSpec" in json.dumps(schema)
+
+
+def test_checkups_show_lists_every_option_with_its_default():
+    from click.testing import CliRunner
+
+    from doctor.cli import main
+
+    result = CliRunner().invoke(main, ["checkups", "show", "standard"])
+    assert result.exit_code == 0, result.output
+    for option in ("true_sequential=False", "group_scales=reference", "act_order=False", "nm_tail=prune",
+                   "ties=reference", "damp=0.01", "block_size=128"):
+        assert option in result.output, option

@@ -7,11 +7,11 @@ import json
 import pytest
 
 from doctor.errors import ModificationError
+from doctor.examination.runner import Options, examine
 from doctor.modifications import apply_modification
-from doctor.runner import Options, examine
 from doctor.spec.checkup import Suite
 from doctor.spec.modification import ComposeSpec, DecodeSpec, QuantizeSpec, flatten
-from doctor.suites import load_suite
+from doctor.spec.suites import load_suite
 from tests.conftest import assert_bit_identical, make_context, state_snapshot
 
 

@@ -11,7 +11,10 @@ def measure(measuring) -> dict:
 
 GROUP = MetricGroup(
     name="layer_error",
-    keys=(MetricKey("layer_error_max", "layer error max"), MetricKey("layer_error_mean", "layer error mean")),
+    keys=(
+        MetricKey("layer_error_max", "layer error max"), MetricKey("layer_error_mean", "layer error mean"),
+        MetricKey("layer_probe_passes", "layer probe cost (passes)", format=".3f"),
+    ),
     measure=measure,
     rank=30,
     description="per-layer relative output error against the baseline hidden states",

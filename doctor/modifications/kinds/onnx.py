@@ -34,7 +34,7 @@ def summary(mod: dict[str, Any]) -> str:
 METHOD = ModificationMethod(
     kind="onnx",
     spec=OnnxSpec,
-    apply="doctor.modifications.onnx:apply",
+    apply="doctor.onnx.variants:apply",
     summary=summary,
     compression=NO_COMPRESSION,
     predictor=None,  # ORT's own quantizers are not in the published-results table: no expectation

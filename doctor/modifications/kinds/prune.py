@@ -36,6 +36,16 @@ class PruneSpec(Spec):
         description="wanda/sparsegpt: calibrate q/k/v, o, gate/up, down in turn on already-pruned outputs; "
         "default: every linear of a block from the same inputs, as both reference implementations",
     )
+    nm_tail: Literal["prune", "dense"] = Field(
+        "prune",
+        description="N:M with inputs not a multiple of m: the last, shorter group loses min(n, its size) like "
+        "the reference implementations ('prune'), or stays dense as N:M hardware formats require ('dense')",
+    )
+    ties: Literal["reference", "exact"] = Field(
+        "reference",
+        description="magnitude/sparsegpt unstructured: prune every score <= the one at rank int(numel * "
+        "sparsity), one more than the fraction plus ties, as the references ('reference'), or exactly that many",
+    )
     head_unit: Literal["kv_group", "query"] = Field(
         "kv_group",
         description="heads: remove whole KV groups (a KV head with its query heads) or query heads within groups",
@@ -61,6 +71,10 @@ class PruneSpec(Spec):
             raise ValueError("structured pruning ranks by 'magnitude' or 'wanda' importance, not 'sparsegpt'")
         if self.true_sequential and (self.method == "magnitude" or self.structure in ("heads", "channels")):
             raise ValueError("true_sequential applies only to wanda and sparsegpt unstructured or N:M pruning")
+        if self.nm_tail != "prune" and self.structure != "nm":
+            raise ValueError(f"nm_tail applies only to structure 'nm', not '{self.structure}'")
+        if self.ties != "reference" and (self.structure != "unstructured" or self.method == "wanda"):
+            raise ValueError("ties applies only to magnitude and sparsegpt unstructured pruning (wanda ranks rows)")
         if self.targets is not None and self.structure in ("heads", "channels"):
             raise ValueError("targets applies only to unstructured and N:M pruning")
         if self.head_unit != "kv_group" and self.structure != "heads":

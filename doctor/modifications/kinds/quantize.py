@@ -26,13 +26,29 @@ class QuantizeSpec(Spec):
     group_size: int | None = Field(None, ge=8, description="None: one scale per output channel")
     symmetric: bool = False
     act_order: bool = Field(False, description="GPTQ: quantize columns in order of decreasing Hessian diagonal")
+    true_sequential: bool = Field(
+        False,
+        description="GPTQ: calibrate q/k/v, o, gate/up, down in turn on already-quantized outputs (upstream "
+        "--true-sequential); default: every linear of a block from the same inputs, as upstream",
+    )
+    group_scales: Literal["reference", "updated"] = Field(
+        "reference",
+        description="GPTQ with groups: a group's scale and zero from the weights as upstream reads them (before "
+        "the current block's updates) or from the fully updated weights ('updated')",
+    )
     static_groups: bool = Field(
         False, description="GPTQ with groups: find every group's scale up front on contiguous columns (upstream "
         "--static-groups), so act_order keeps groups contiguous in storage order",
     )
     damp: float = Field(0.01, gt=0, lt=1, description="GPTQ/SparseGPT: dampening as a fraction of mean diag(H)")
     block_size: int = Field(128, ge=1, description="GPTQ/SparseGPT: columns per lazy-update block")
-    grid: int = Field(20, ge=2, le=200, description="AWQ: points in the scale-exponent grid search")
+    grid: int = Field(20, ge=2, le=200, description="AWQ: scale exponents i / grid, i = 0..grid-1, are tried")
+    auto_clip: bool = Field(True, description="AWQ: search a clipping bound per row and group (llm-awq auto_clip)")
+    gqa_scales: Literal["skip", "tied"] = Field(
+        "skip",
+        description="AWQ with grouped-query attention: leave o_proj unscaled as llm-awq ('skip'), or scale it with "
+        "one scale per value channel shared by the query heads reading it ('tied')",
+    )
     targets: TargetSpec | None = None
     calibration: CalibrationSpec | None = None
 
@@ -40,6 +56,13 @@ class QuantizeSpec(Spec):
     def _check_static_groups(self) -> QuantizeSpec:
         if self.static_groups and (self.method != "gptq" or self.group_size is None):
             raise ValueError("static_groups applies only to method 'gptq' with a group_size")
+        awq_options = {"auto_clip", "gqa_scales", "grid"} & self.model_fields_set
+        if awq_options and self.method != "awq":
+            raise ValueError(f"{', '.join(sorted(awq_options))} applies only to method 'awq'")
+        if self.true_sequential and self.method != "gptq":
+            raise ValueError("true_sequential applies only to method 'gptq'")
+        if self.group_scales != "reference" and (self.method != "gptq" or self.group_size is None or self.static_groups):
+            raise ValueError("group_scales applies only to method 'gptq' with a group_size and no static_groups")
         return self
 
 
@@ -52,6 +75,10 @@ def summary(mod: dict[str, Any]) -> str:
         parts.append("act-order")
     if mod.get("static_groups"):
         parts.append("static-groups")
+    if mod.get("true_sequential"):
+        parts.append("true-sequential")
+    if mod.get("group_scales") == "updated":
+        parts.append("updated-group-scales")
     return " ".join(parts)
 
 

@@ -21,3 +21,22 @@ def test_demo_facts_match_the_model_card(demo_patient):
     f = demo_patient.facts
     assert (f.context, f.intermediate, f.kv_heads < f.heads, f.tied_embeddings) == (512, 172, True, True)
     assert demo_patient.tokenizer.bos_token_id == 1
+
+
+def test_demo_identity_is_decided_by_weights_not_by_folder(tmp_path, tiny_llama):
+    import shutil
+
+    import torch
+
+    from doctor.data.texts import resolve_corpus
+    from doctor.patient import is_demo_model
+
+    copy = tmp_path / "somewhere-else"
+    shutil.copytree(DEMO_MODEL, copy)
+    patient = load_patient(str(copy))
+    assert patient.is_demo  # so `corpus: auto` still means the demo's TinyStories texts, not WikiText-2
+    assert resolve_corpus("auto", demo=patient.is_demo, purpose="eval").name.startswith("tinystories")
+    with torch.no_grad():
+        patient.model.model.layers[0].mlp.down_proj.weight[0, 0] += 1e-3
+    assert not is_demo_model(patient.model)
+    assert not tiny_llama.is_demo and not is_demo_model(tiny_llama.model)

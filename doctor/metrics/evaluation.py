@@ -1,15 +1,15 @@
-"""The evaluation pass: per-window NLL, and KL / top-1 agreement against a cached baseline.
+"""The evaluation pass: per-window NLL, and KL / top-1 agreement / delta-p against a cached baseline.
 
-The baseline pass keeps, per predicted token, either the full log-probability vector (small vocabularies) or
-the top-k log-probs and int32 ids plus the tail mass and argmax (8k + 8 bytes per token, 136 at k=16), as
-llama.cpp's KL mode does for large vocabularies. With top-k, KL(P || Q) is computed over the k baseline-likeliest tokens plus one "rest" bucket;
-by the log-sum inequality this is a lower bound on the full KL, so the report states the top-k coverage.
+What the baseline keeps of its distributions for KL is a `doctor.kl_store` store (full, exact on disk, or by
+probability mass); its coverage and bytes per token are reported with the baseline. Per token the pass also
+keeps the baseline's probability of the actual next token, for llama.cpp's delta-p statistics.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,10 +17,20 @@ import torch.nn.functional as F
 
 from doctor.backends.base import Backend
 from doctor.errors import NumericError
+from doctor.kl_store import KLPlan, make_store
 
 FULL_VOCAB_LIMIT = 4096  # store full log-probs up to this vocabulary size
-DEFAULT_TOP_K = 16
 _CHUNK_ELEMENTS = 1 << 23  # logits elements per chunk (32 MiB in float32)
+
+
+def kl_plan(vocab: int, mode: str = "auto", target: float = 0.999, bytes_per_token: int = 4096,
+            top_k: int | None = None) -> KLPlan:
+    """The store for this vocabulary: `auto` keeps everything when it is small, else by mass."""
+    if top_k:
+        return KLPlan("mass", target=1.0, bytes_per_token=bytes_per_token, max_entries=min(top_k, vocab))
+    if mode == "auto":
+        mode = "full" if vocab <= FULL_VOCAB_LIMIT else "mass"
+    return KLPlan(mode, target=target, bytes_per_token=bytes_per_token)
 
 
 @dataclass
@@ -29,14 +39,33 @@ class BaselineCache:
 
     nll: np.ndarray  # (windows,) mean NLL per window, float64
     argmax: torch.Tensor  # (windows, seq_len - 1) int32
-    logp: torch.Tensor | None  # (windows, seq_len - 1, vocab) full log-probs, or None in top-k mode
-    topk_logp: torch.Tensor | None  # (windows, seq_len - 1, k)
-    topk_idx: torch.Tensor | None  # (windows, seq_len - 1, k) int32
-    tail_logp: torch.Tensor | None  # (windows, seq_len - 1) log of the mass outside the top k
+    target_logp: torch.Tensor  # (windows, seq_len - 1) baseline log-prob of the actual next token
+    store: object  # a doctor.kl_store store
+    plan: KLPlan
 
     @property
     def mode(self) -> str:
-        return "full" if self.logp is not None else f"top-{self.topk_idx.shape[-1]}"
+        if self.plan.max_entries:
+            return f"top-{self.plan.max_entries}"
+        return self.plan.mode
+
+    def coverage(self) -> torch.Tensor:
+        """(windows, seq_len - 1) baseline probability mass the KL rests on, per token."""
+        return self.store.coverage()
+
+    def describe(self, vocab: int) -> dict[str, float | str]:
+        """Mode, target, achieved coverage and storage, for the report's baseline section."""
+        cov = self.coverage()
+        per_token = self.store.bytes_per_token() + 8  # + argmax and target log-prob
+        out: dict[str, float | str] = {"kl_mode": self.mode}
+        if self.plan.mode == "mass":
+            out["kl_target_mass"] = 1.0 if self.plan.max_entries else self.plan.target
+        out.update({
+            "kl_coverage_mean": float(cov.double().mean()), "kl_coverage_min": float(cov.min()),
+            "kl_bytes_per_token": round(per_token, 1),
+            "kl_compression": round(4.0 * vocab / per_token, 1),  # against full float32 logits
+        })
+        return out
 
 
 @dataclass
@@ -45,7 +74,9 @@ class PassResult:
     kl_window: np.ndarray | None = None  # (windows,) mean KL per window
     kl_tokens: np.ndarray | None = None  # (tokens,) float32
     agree_window: np.ndarray | None = None  # (windows,) fraction of argmax agreement
-    coverage: float | None = None  # mean baseline probability mass inside the kept top-k
+    coverage: float | None = None  # mean baseline probability mass the KL rests on
+    coverage_min: float | None = None
+    dp_tokens: np.ndarray | None = None  # (tokens,) p_current(next token) - p_baseline(next token)
 
 
 def _chunk_len(batch: int, vocab: int, seq_len: int) -> int:
@@ -64,11 +95,9 @@ class _Chunk:
     lse: torch.Tensor  # (B, t)
     argmax: torch.Tensor  # (B, t)
     token_nll: torch.Tensor  # (B, t)
-    top_values: torch.Tensor | None = None  # (B, t, k) raw logits of the k largest, when asked for
-    top_idx: torch.Tensor | None = None  # (B, t, k)
 
 
-def _chunks(backend: Backend, windows: torch.Tensor, vocab: int, batch_size: int, progress=None, top_k=None):
+def _chunks(backend: Backend, windows: torch.Tensor, vocab: int, batch_size: int, progress=None):
     """Every (window batch, position chunk) of the evaluation, NaN/inf checked once per position."""
     n_win, seq_len = windows.shape
     preds = seq_len - 1
@@ -87,13 +116,7 @@ def _chunks(backend: Backend, windows: torch.Tensor, vocab: int, batch_size: int
             if not torch.isfinite(token_nll).all():
                 raise NumericError(f"non-finite logits (NaN/inf) in evaluation windows {w0}-{w1 - 1}")
             lse = token_nll + logits.gather(-1, targets[..., None]).squeeze(-1)  # log-normaliser per position
-            top_values = top_idx = None
-            if top_k:
-                top_values, top_idx = logits.topk(top_k, dim=-1)
-                argmax = top_idx[..., 0]
-            else:
-                argmax = logits.argmax(-1)  # (B, t)
-            yield _Chunk(w0, w1, start, end, logits, lse, argmax, token_nll, top_values, top_idx)
+            yield _Chunk(w0, w1, start, end, logits, lse, logits.argmax(-1), token_nll)
         if progress:
             progress(batch.shape[0])
 
@@ -104,50 +127,33 @@ def baseline_pass(
     vocab: int,
     *,
     batch_size: int = 4,
+    plan: KLPlan | None = None,
     top_k: int | None = None,
+    spill_dir: Path | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[PassResult, BaselineCache]:
-    """NLL per window, and the baseline distribution kept for KL (full, or top-k plus tail)."""
+    """NLL per window, and the baseline distribution kept for KL as `plan` says (default: by vocabulary)."""
+    plan = plan or kl_plan(vocab, top_k=top_k)
     n_win, seq_len = windows.shape
-    full = top_k is None and vocab <= FULL_VOCAB_LIMIT
-    k = min(top_k or DEFAULT_TOP_K, vocab)
     preds = seq_len - 1
     nll_sum = torch.zeros(n_win, dtype=torch.float64)
     argmax = torch.empty(n_win, preds, dtype=torch.int32)
-    logp_all = torch.empty(n_win, preds, vocab) if full else None
-    topk_logp = None if full else torch.empty(n_win, preds, k)
-    # int32 ids: about 8k + 8 bytes per token in top-k mode (140 bytes at k=16)
-    topk_idx = None if full else torch.empty(n_win, preds, k, dtype=torch.int32)
-    tail = None if full else torch.empty(n_win, preds)
-    for c in _chunks(backend, windows, vocab, batch_size, progress, top_k=None if full else k):
+    target_logp = torch.empty(n_win, preds)
+    store = make_store(plan, n_win, preds, vocab, spill_dir)
+    for c in _chunks(backend, windows, vocab, batch_size, progress):
         rows, cols = slice(c.w0, c.w1), slice(c.start, c.end)
         nll_sum[rows] += c.token_nll.sum(1).double()
-        argmax[rows, cols] = c.argmax
-        if full:
-            logp_all[rows, cols] = c.logits - c.lse[..., None]
-        else:
-            values = c.top_values - c.lse[..., None]
-            topk_logp[rows, cols], topk_idx[rows, cols] = values, c.top_idx
-            mass = values.exp().sum(-1)
-            tail[rows, cols] = torch.log1p(-mass.clamp(max=1 - 1e-7))
+        argmax[rows, cols] = c.argmax.to(torch.int32)
+        target_logp[rows, cols] = -c.token_nll
+        store.add(rows, cols, c.logits, c.lse)
+    store.finish()
     nll = (nll_sum / preds).numpy()
-    cache = BaselineCache(nll, argmax, logp_all, topk_logp, topk_idx, tail)
-    coverage = None if full else float(topk_logp.exp().sum(-1).mean())
-    return PassResult(nll=nll, kl_window=np.zeros(n_win), agree_window=np.ones(n_win), coverage=coverage), cache
-
-
-def _kl_chunk(cache: BaselineCache, c: _Chunk) -> torch.Tensor:
-    """Per-token KL(baseline || current) for a chunk of current logits (B, t, V)."""
-    rows, cols = slice(c.w0, c.w1), slice(c.start, c.end)
-    if cache.logp is not None:
-        logp = cache.logp[rows, cols]
-        return (logp.exp() * (logp - (c.logits - c.lse[..., None]))).sum(-1)
-    lp = cache.topk_logp[rows, cols]  # (B, t, k)
-    # only the k kept entries of log q are needed: gather before normalising, not after
-    lq = c.logits.gather(-1, cache.topk_idx[rows, cols].long()) - c.lse[..., None]
-    lp_tail = cache.tail_logp[rows, cols]
-    q_tail = (1 - lq.exp().sum(-1)).clamp(min=1e-12)
-    return (lp.exp() * (lp - lq)).sum(-1) + lp_tail.exp() * (lp_tail - q_tail.log())
+    cache = BaselineCache(nll, argmax, target_logp, store, plan)
+    coverage = cache.coverage()
+    return PassResult(
+        nll=nll, kl_window=np.zeros(n_win), agree_window=np.ones(n_win), coverage=float(coverage.double().mean()),
+        coverage_min=float(coverage.min()),
+    ), cache
 
 
 def compare_pass(
@@ -160,22 +166,25 @@ def compare_pass(
     with_kl: bool = True,
     progress: Callable[[int], None] | None = None,
 ) -> PassResult:
-    """NLL per window and, against the baseline cache, per-token KL and top-1 agreement."""
+    """NLL per window and, against the baseline cache, per-token KL, top-1 agreement and delta-p."""
     n_win, seq_len = windows.shape
     preds = seq_len - 1
     nll_sum = torch.zeros(n_win, dtype=torch.float64)
     hits = torch.zeros(n_win, dtype=torch.float64)
     kl_tokens = torch.empty(n_win, preds) if with_kl else None
+    dp_tokens = torch.empty(n_win, preds)
     for c in _chunks(backend, windows, vocab, batch_size, progress):
         rows, cols = slice(c.w0, c.w1), slice(c.start, c.end)
         nll_sum[rows] += c.token_nll.sum(1).double()
         hits[rows] += (c.argmax == cache.argmax[rows, cols]).sum(1).double()
+        dp_tokens[rows, cols] = (-c.token_nll).exp() - cache.target_logp[rows, cols].exp()
         if with_kl:
-            kl_tokens[rows, cols] = _kl_chunk(cache, c).clamp(min=0.0)
-    result = PassResult(nll=(nll_sum / preds).numpy(), agree_window=(hits / preds).numpy())
+            kl_tokens[rows, cols] = cache.store.kl(rows, cols, c.logits, c.lse).clamp(min=0.0)
+    result = PassResult(nll=(nll_sum / preds).numpy(), agree_window=(hits / preds).numpy(),
+                        dp_tokens=dp_tokens.flatten().numpy())
     if with_kl:
         result.kl_window = kl_tokens.mean(1).double().numpy()
         result.kl_tokens = kl_tokens.flatten().numpy()
-        if cache.logp is None:
-            result.coverage = float(cache.topk_logp.exp().sum(-1).mean())
+        coverage = cache.coverage()
+        result.coverage, result.coverage_min = float(coverage.double().mean()), float(coverage.min())
     return result

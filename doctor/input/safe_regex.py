@@ -11,7 +11,7 @@ import functools
 
 import re2
 
-from doctor.limits import MAX_REGEX_CHARS
+from doctor.input.limits import MAX_REGEX_CHARS
 
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False  # the error comes back as an exception; the C++ log would add stderr lines

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from doctor.architectures.vocab import check_token_ids
+from doctor.data.texts import calibration_windows, resolve_corpus, text_info, tokenize
 from doctor.modifications.base import Calibration
-from doctor.spec.modification import CalibrationSpec
-from doctor.texts import calibration_windows, resolve_corpus, text_info, tokenize
+from doctor.spec.base import LITERATURE_MAX_SEQ_LEN, LITERATURE_SAMPLES, CalibrationSpec
 
 
 class CalibrationProvider:
@@ -19,12 +19,17 @@ class CalibrationProvider:
 
     def __call__(self, spec: CalibrationSpec | None = None) -> Calibration:
         spec = spec or self.default
-        seq_len = min(spec.seq_len or self.default_seq_len, self.default_seq_len)
-        key = (spec.corpus, spec.samples, seq_len, spec.seed)
+        if spec.preset == "literature":
+            samples, sampler = LITERATURE_SAMPLES, "reference"
+            seq_len = min(self.patient.facts.context or LITERATURE_MAX_SEQ_LEN, LITERATURE_MAX_SEQ_LEN)
+        else:
+            samples, sampler = spec.samples, "torch"
+            seq_len = min(spec.seq_len or self.default_seq_len, self.default_seq_len)
+        key = (spec.corpus, samples, seq_len, spec.seed, sampler)
         if key not in self._cache:
             text = resolve_corpus(spec.corpus, demo=self.patient.is_demo, purpose="calibration")
             ids = tokenize(text, self.patient.tokenizer)
-            windows = calibration_windows(ids, spec.samples, seq_len, spec.seed)
+            windows = calibration_windows(ids, samples, seq_len, spec.seed, sampler)
             check_token_ids(windows, self.patient.model, self.patient.tokenizer, f"calibration text {text.name}")
-            self._cache[key] = Calibration(windows=windows, info=text_info(text, windows, spec.seed))
+            self._cache[key] = Calibration(windows=windows, info=text_info(text, windows, spec.seed, spec.preset))
         return self._cache[key]

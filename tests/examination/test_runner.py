@@ -9,11 +9,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from doctor import checkup_run
 from doctor.errors import DoctorError
+from doctor.examination import checkup as checkup_run
+from doctor.examination.runner import Options, examine
 from doctor.modifications import registry
 from doctor.modifications.base import Applied
-from doctor.runner import Options, examine
 from doctor.spec.checkup import Suite
 from tests.conftest import assert_bit_identical, state_snapshot
 
@@ -77,14 +77,14 @@ def test_interrupted_examination_resumes_without_redoing_work(tiny_llama, tmp_pa
             raise KeyboardInterrupt
         return real(session, checkup)
 
-    monkeypatch.setattr("doctor.runner.run_checkup", interrupt_second)
+    monkeypatch.setattr("doctor.examination.runner.run_checkup", interrupt_second)
     with pytest.raises(KeyboardInterrupt):
         examine(tiny_llama, suite, _options(tmp_path))
     lines = (tmp_path / "results.jsonl").read_text().splitlines()
     assert len(lines) == 2 and json.loads(lines[1])["id"] == "rtn4"
 
     calls.clear()
-    monkeypatch.setattr("doctor.runner.run_checkup", lambda s, c: calls.append(c.id) or real(s, c))
+    monkeypatch.setattr("doctor.examination.runner.run_checkup", lambda s, c: calls.append(c.id) or real(s, c))
     exam = examine(tiny_llama, suite, _options(tmp_path, resume=True))
     assert calls == ["mag", "nm"]
     assert [c.id for c in exam.checkups] == ["rtn4", "mag", "nm"]

@@ -10,7 +10,7 @@ import torch
 
 from doctor.backends.torch_backend import TorchBackend
 from doctor.errors import NumericError
-from doctor.evaluation import DEFAULT_TOP_K, FULL_VOCAB_LIMIT, baseline_pass, compare_pass
+from doctor.metrics.evaluation import FULL_VOCAB_LIMIT, baseline_pass, compare_pass, kl_plan
 from doctor.metrics.language import against_baseline, perplexity
 
 
@@ -29,13 +29,16 @@ def test_nll_matches_hf_loss(tiny_llama):
     assert ppl.lower <= ppl.value <= ppl.upper
 
 
-@pytest.mark.parametrize("top_k", [None, 8])
-def test_identity_kl_zero_and_agreement_one(tiny_llama, top_k):
+@pytest.mark.parametrize("plan", [kl_plan(128), kl_plan(128, top_k=8), kl_plan(128, "mass", 0.9),
+                                  kl_plan(128, "exact")], ids=["full", "top-8", "mass", "exact"])
+def test_identity_kl_zero_and_agreement_one(tiny_llama, plan, tmp_path):
     backend, windows = TorchBackend(tiny_llama.model), _windows()
-    base, cache = baseline_pass(backend, windows, 128, top_k=top_k)
+    base, cache = baseline_pass(backend, windows, 128, plan=plan, spill_dir=tmp_path)
     cur = compare_pass(backend, windows, cache, 128)
     m = against_baseline(base, cur, 100, 0)
     assert m["kl_mean"].value == pytest.approx(0, abs=1e-6)
+    assert m["kl_max"].value == pytest.approx(0, abs=1e-5)
+    assert m["delta_p_rms"].value == 0.0
     assert m["top1_agreement"].value == 1.0
     assert m["ppl_ratio"].value == pytest.approx(1.0)
 
@@ -45,7 +48,7 @@ def test_topk_kl_is_a_close_lower_bound_of_full_kl(demo_patient):
     from doctor.modifications.base import UndoLog
 
     model = demo_patient.model
-    from doctor.texts import eval_windows, resolve_corpus, tokenize
+    from doctor.data.texts import eval_windows, resolve_corpus, tokenize
 
     text = resolve_corpus("tinystories-valid", demo=True, purpose="eval")
     windows = eval_windows(tokenize(text, demo_patient.tokenizer), 128, 3)
@@ -97,19 +100,19 @@ def _vocab_llama(vocab: int) -> torch.nn.Module:
 
 @pytest.mark.parametrize("vocab", [256, FULL_VOCAB_LIMIT + 1])
 def test_kl_mode_follows_the_vocabulary_and_states_its_coverage(vocab):
-    """Full log-probs for small vocabularies; top-k plus tail mass (and its coverage) for large ones."""
+    """Full log-probs for small vocabularies; by mass, with its coverage and a bounded size, for large ones."""
     model = _vocab_llama(vocab)
     windows = torch.randint(0, vocab, (2, 33), generator=torch.Generator().manual_seed(0))
     backend = TorchBackend(model)
     base, cache = baseline_pass(backend, windows, vocab)
     large = vocab > FULL_VOCAB_LIMIT
-    assert cache.mode == (f"top-{DEFAULT_TOP_K}" if large else "full")
-    kept = [t for t in (cache.logp, cache.topk_logp, cache.topk_idx, cache.tail_logp, cache.argmax) if t is not None]
-    per_token = sum(t.element_size() * t.numel() for t in kept) / (2 * 32)
-    assert per_token <= (150 if large else 4 * vocab + 8)  # top-k stays small whatever the vocabulary
+    assert cache.mode == ("mass" if large else "full")
+    facts = cache.describe(vocab)
+    assert facts["kl_bytes_per_token"] <= (4096 + 8 if large else 4 * vocab + 8)
     with torch.no_grad():
         model.lm_head.weight.mul_(1.5)
     m = against_baseline(base, compare_pass(backend, windows, cache, vocab), 0, 0)
-    coverage = m["topk_coverage"].value
+    coverage = m["kl_coverage"].value
     assert (0 < coverage < 1) if large else coverage == 1.0
+    assert coverage == pytest.approx(facts["kl_coverage_mean"]) and m["kl_coverage_min"].value <= coverage
     assert m["kl_mean"].value > 0

@@ -12,17 +12,17 @@ from pathlib import Path
 import torch
 
 from doctor.architectures.vocab import check_token_ids
-from doctor.calibration import CalibrationProvider
-from doctor.checkup_run import DEFAULT_TASKS, Session, now_iso, one_line, run_checkup, window_progress
-from doctor.environment import describe
-from doctor.evaluation import baseline_pass
-from doctor.journal import Journal
+from doctor.data.calibration import CalibrationProvider
+from doctor.data.texts import eval_windows, resolve_corpus, text_info, tokenize
+from doctor.examination.checkup import DEFAULT_TASKS, Session, now_iso, one_line, run_checkup, window_progress
+from doctor.examination.environment import describe
+from doctor.examination.journal import Journal
+from doctor.examination.verdict import BUILTIN_RULE_DOCS, kl_coverage_findings, threshold_findings, verdict
+from doctor.metrics.evaluation import baseline_pass, kl_plan
 from doctor.metrics.language import perplexity
 from doctor.patient import Patient
 from doctor.results import Baseline, Examination, Finding
 from doctor.spec.checkup import Suite, severity_rank
-from doctor.texts import eval_windows, resolve_corpus, text_info, tokenize
-from doctor.verdict import BUILTIN_RULE_DOCS, threshold_findings, verdict
 
 log = logging.getLogger(__name__)
 LITERATURE_SEQ_LEN = 2048  # GPTQ/Wanda/SparseGPT evaluate WikiText-2 in windows of 2048 (fewer if the model's context is)
@@ -101,18 +101,30 @@ def prepare(patient: Patient, suite: Suite, options: Options, progress) -> tuple
     make_backend = _backend_factory(patient, options)
     start = time.perf_counter()
     progress(f"baseline: {info.windows} windows of {seq_len} tokens from {info.corpus}")
-    backend = make_backend()
+    # the reference framework measures the baseline whatever the backend: an ONNX checkup's KL is export parity
+    from doctor.backends.torch_backend import TorchBackend
+
+    backend = TorchBackend(patient.model)
+    if options.backend == "onnx":  # fail before the baseline, not once per checkup
+        from doctor.onnx.backend import require_onnxruntime
+
+        require_onnxruntime()
     base_pass, cache = baseline_pass(
-        backend, windows, patient.facts.vocab, batch_size=spec.batch_size, top_k=spec.kl_top_k,
+        backend, windows, patient.facts.vocab, batch_size=spec.batch_size, spill_dir=options.out_dir,
+        plan=kl_plan(patient.facts.vocab, spec.kl_mode, spec.kl_target_mass, spec.kl_bytes_per_token, spec.kl_top_k),
         progress=window_progress(progress, "baseline:", info.windows),
     )
+    pass_s = time.perf_counter() - start  # one evaluation pass with the KL store: the unit of cost
     metrics = perplexity(base_pass, spec.bootstrap, spec.seed)
     session = Session(
         patient=patient, eval_spec=spec, windows=windows, text=info, base_pass=base_pass, cache=cache,
         calibration=CalibrationProvider(patient, suite.calibration, seq_len), make_backend=make_backend,
         out_dir=options.out_dir, progress=progress,
     )
+    session.pass_s = pass_s
+    probe_start = time.perf_counter()
     session.probe = _layer_probe(patient, suite, windows)
+    probe_s = time.perf_counter() - probe_start
     session.baseline_tasks = _baseline_tasks(patient, suite, backend)
     metrics.update(session.baseline_tasks)
     baseline = Baseline(
@@ -120,8 +132,11 @@ def prepare(patient: Patient, suite: Suite, options: Options, progress) -> tuple
         duration_s=round(time.perf_counter() - start, 3),
     )
     baseline.precision = precision
-    baseline.health["kl_mode"] = cache.mode
-    baseline.health["backend"] = f"{backend.name}/{backend.provider}"
+    baseline.health.update(cache.describe(patient.facts.vocab))
+    if session.probe is not None:  # the probe's own passes (eager attention), priced in evaluation passes
+        baseline.health["layer_probe_passes"] = round(probe_s / max(pass_s, 1e-9), 3)
+    baseline.health["backend"] = f"{backend.name}/{backend.provider}"  # the reference every checkup is held to
+    baseline.health["checkup_backend"] = options.backend
     return session, baseline
 
 
@@ -175,7 +190,7 @@ def annotate(exam: Examination, options: Options) -> None:
         except Exception as exc:
             log.warning("predictor unavailable: %s", one_line(exc))
             exam.predictor = {"error": one_line(exc)}
-    findings: list[Finding] = threshold_findings(exam)
+    findings: list[Finding] = threshold_findings(exam) + kl_coverage_findings(exam)
     from doctor.diagnose import diagnose, load_rules
 
     rules = options.rules if options.rules is not None else load_rules(options.rule_dirs)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from doctor.errors import DoctorError
-from doctor.evaluation import BaselineCache, PassResult
+from doctor.metrics.evaluation import BaselineCache, PassResult
 from doctor.metrics.measuring import Measuring, after_restore, measure_groups, window_progress
 from doctor.modifications import apply_modification
 from doctor.modifications.base import ApplyContext, UndoLog
@@ -40,6 +40,7 @@ class Session:
     make_backend: Any  # () -> Backend for the current model state
     out_dir: Path
     probe: Any = None  # doctor.metrics.layerwise.LayerProbe, when a checkup asks for layer metrics
+    pass_s: float = 0.0  # seconds of the baseline's evaluation pass, to price extra passes
     baseline_tasks: dict[str, Measurement] = field(default_factory=dict)
     progress: Any = lambda message: None
 

@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 
 from doctor.errors import ConfigError
-from doctor.limits import MAX_SPEC_BYTES, read_text
+from doctor.input.limits import MAX_SPEC_BYTES, read_text
 from doctor.resources import CHECKUPS_DIR
 from doctor.spec.checkup import Suite
 from doctor.spec.loading import load_model

@@ -7,13 +7,14 @@ once, cut into non-overlapping windows. Calibration draws seeded random windows 
 from __future__ import annotations
 
 import hashlib
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from doctor.errors import ConfigError, DataError
-from doctor.limits import MAX_CORPUS_BYTES, read_text
+from doctor.input.limits import MAX_CORPUS_BYTES, read_text
 from doctor.resources import DATA
 from doctor.results import TextInfo
 
@@ -100,17 +101,28 @@ def eval_windows(ids: torch.Tensor, seq_len: int, max_windows: int | None) -> to
     return ids[: count * seq_len].view(count, seq_len)  # (windows, seq_len)
 
 
-def calibration_windows(ids: torch.Tensor, samples: int, seq_len: int, seed: int) -> torch.Tensor:
-    """`samples` random windows, deterministic for a seed (GPTQ's get_loaders draws the same way)."""
+def calibration_windows(
+    ids: torch.Tensor, samples: int, seq_len: int, seed: int, sampler: str = "torch"
+) -> torch.Tensor:
+    """`samples` random windows, deterministic for a seed, as (samples, seq_len).
+
+    `sampler="reference"` draws the starts exactly as the GPTQ, SparseGPT and Wanda data loaders do
+    (`random.seed(seed)`, then `random.randint(0, tokens - seq_len - 1)` per window).
+    """
     if ids.numel() <= seq_len:
         raise DataError(f"calibration text has {ids.numel()} tokens, need more than {seq_len}")
-    gen = torch.Generator().manual_seed(seed)
-    starts = torch.randint(0, ids.numel() - seq_len, (samples,), generator=gen)
-    return torch.stack([ids[s : s + seq_len] for s in starts.tolist()])  # (samples, seq_len)
+    if sampler == "reference":
+        draw = random.Random(seed)
+        starts = [draw.randint(0, ids.numel() - seq_len - 1) for _ in range(samples)]
+    else:
+        gen = torch.Generator().manual_seed(seed)
+        starts = torch.randint(0, ids.numel() - seq_len, (samples,), generator=gen).tolist()
+    return torch.stack([ids[s : s + seq_len] for s in starts])
 
 
-def text_info(text: Text, windows: torch.Tensor, seed: int) -> TextInfo:
+def text_info(text: Text, windows: torch.Tensor, seed: int, preset: str | None = None) -> TextInfo:
     return TextInfo(
+        preset=preset,
         corpus=text.name,
         path=text.path.name,
         sha256=text.sha256,

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from doctor.errors import ConfigError, DoctorError
-from doctor.journal import JOURNAL
-from doctor.limits import MAX_CORPUS_BYTES, read_text
+from doctor.examination.journal import JOURNAL
+from doctor.input.limits import MAX_CORPUS_BYTES, read_text
 from doctor.spec.checkup import Suite
 from doctor.spec.loading import parse_yaml
-from doctor.suites import load_suite
+from doctor.spec.suites import load_suite
 
 
 @dataclass
@@ -53,7 +53,7 @@ def corpus_refs(suite: Suite) -> list[tuple[tuple, str]]:
 
 def check_corpus(name: str) -> None:
     """A bundled corpus, 'auto', or a readable UTF-8 file within `MAX_CORPUS_BYTES`."""
-    from doctor.texts import CORPORA
+    from doctor.data.texts import CORPORA
 
     if name == "auto" or name in CORPORA:
         return

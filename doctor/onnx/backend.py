@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from doctor.errors import ModificationError
-from doctor.onnx_export import files_size_bytes
+from doctor.onnx.export import files_size_bytes
 
 log = logging.getLogger(__name__)
 

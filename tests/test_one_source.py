@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
+from doctor.data.texts import resolve_corpus
 from doctor.diagnose.engine import sort_findings
 from doctor.errors import ConfigError, DataError
-from doctor.limits import MAX_SPEC_BYTES, read_text
+from doctor.input.limits import MAX_SPEC_BYTES, read_text
 from doctor.modifications.kinds.compose import leaves
 from doctor.report.json import ResultsFileError, load_examination
 from doctor.results import Finding
 from doctor.spec.checkup import SEVERITIES, Suite, severity_rank
 from doctor.spec.loading import load_model
 from doctor.tasks.format import TaskFileError, load_task
-from doctor.texts import resolve_corpus
 
 
 def _finding(severity: str, rule: str = "r") -> Finding:
@@ -28,7 +28,7 @@ def test_an_unknown_severity_ranks_above_critical_everywhere():
 
 
 def test_an_unknown_severity_fails_the_release_gate(tmp_path):
-    from doctor.verdict import verdict
+    from doctor.examination.verdict import verdict
 
     exam = type("Exam", (), {"fail_on": "critical", "checkups": [], "findings": [_finding("catastrophic")]})()
     assert verdict(exam)[0] == "findings"

@@ -59,6 +59,30 @@ def advice(mod: dict) -> str:
     return "Use a milder setting or another method for this checkup, or revisit the threshold."
 
 
+def kl_coverage_findings(exam: Examination) -> list[Finding]:
+    """A warning on every checkup whose KL rests on less baseline probability mass than the target."""
+    health = exam.baseline.health
+    target = health.get("kl_target_mass")
+    if target is None:
+        return []
+    findings = []
+    for c in exam.checkups:
+        coverage = c.metrics.get("kl_coverage")
+        if c.status != "ok" or coverage is None or coverage.value >= target:
+            continue
+        low = c.metrics.get("kl_coverage_min")
+        findings.append(Finding(
+            rule="kl-lower-bound", title=f"KL of {c.id} rests on {coverage.value:.1%} of the baseline mass",
+            severity="low", cause="kl-coverage-below-target",
+            explanation=(f"{c.id}: the baseline kept {coverage.value:.2%} of its probability mass per token on average"
+                         f" (lowest {low.value if low else float('nan'):.2%}), below the target {target:g}, within"
+                         f" {health.get('kl_bytes_per_token')} bytes per token; every KL statistic is a lower bound."),
+            recommendation="Raise eval.kl_bytes_per_token, or use eval.kl_mode: exact on a short text.",
+            checkups=[c.id], evidence={"kl_coverage": coverage.value, "kl_target_mass": target}, source="runner",
+        ))
+    return findings
+
+
 def threshold_findings(exam: Examination) -> list[Finding]:
     """One finding per checkup that missed its `expect` thresholds or could not be measured."""
     findings = []

@@ -21,10 +21,10 @@ import shutil
 import time
 from pathlib import Path
 
-from doctor.backends.onnx_backend import OrtBackend, require_onnxruntime
 from doctor.errors import ModificationError
 from doctor.modifications.base import Applied, ApplyContext
-from doctor.onnx_export import MODEL_FILE, Exported, ExportSettings, export_model, files_size_bytes
+from doctor.onnx.backend import OrtBackend, require_onnxruntime
+from doctor.onnx.export import MODEL_FILE, Exported, ExportSettings, export_model, files_size_bytes
 from doctor.spec.modification import OnnxSpec
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,1 @@
+"""Evaluation and calibration texts: bundled corpora, windows and calibration samples."""
