@@ -20,7 +20,14 @@ import pandas as pd
 from doctor.errors import DataError
 from doctor.predict import features as F
 from doctor.predict.cases import Unsupported, cases_for
-from doctor.predict.fit import domain_of, independent_columns, kind_variances
+from doctor.predict.fit import (
+    domain_of,
+    independent_columns,
+    kind_variances,
+    typical_effects,
+    unidentified_sd,
+    unknown_method_sd,
+)
 from doctor.predict.predict import LEVEL, Z90, ScalePrediction, _describe, outside, widening_var
 from doctor.predict.table import act_bits_of, context_of, family_fact, is_combined
 from doctor.results import Examination, Expected
@@ -80,7 +87,8 @@ def enough_rows(frame: pd.DataFrame) -> bool:
 
 
 def fit_accuracy(frame: pd.DataFrame) -> dict:
-    """OLS on the model scale; columns this table cannot identify get coefficient 0 and variance 0."""
+    """OLS on the model scale. A column this table cannot identify is listed in `unidentified` with a prior sd
+    (a method-class effect takes the median identified class of its block), as in the degradation model."""
     import statsmodels.api as sm
 
     if not enough_rows(frame):
@@ -95,9 +103,15 @@ def fit_accuracy(frame: pd.DataFrame) -> dict:
     cov[np.ix_(keep, keep)] = result.cov_params()
     resid = y - x @ coef
     groups = [str(g) for g in frame.model_family]
+    missing = [FEATURES[j] for j in range(len(FEATURES)) if j not in set(keep.tolist())]
+    names = list(FEATURES)
     return {
         "target": "log(baseline_acc - acc [pp] + c)", "c": C, "encoding_version": F.ENCODING_VERSION,
-        "metrics": list(ACC_METRICS), "features": list(FEATURES), "coef": coef.tolist(), "cov": cov.tolist(),
+        "metrics": list(ACC_METRICS), "features": names,
+        "coef": typical_effects(names, coef, missing).tolist(), "cov": cov.tolist(),
+        "unidentified": unidentified_sd(names, coef, cov, missing),
+        "unknown_method_sd": unknown_method_sd(names, coef, missing),
+        "methods": sorted({c.method_name for c in cases if c.method_name}),
         "resid_var": float(result.scale),
         "resid_var_by_kind": kind_variances(resid, [c.kind for c in cases], float(result.scale)),
         "domain": domain_of(cases),
@@ -119,15 +133,30 @@ class AccuracyPredictor:
         self.sha256 = sha256
         self.coef = np.asarray(model["coef"], dtype=float)
         self.cov = np.asarray(model["cov"], dtype=float)
+        unidentified = model.get("unidentified", {})
+        self.prior_sd = np.array([float(unidentified.get(n, 0.0)) for n in model["features"]])
+        self.methods = set(model.get("methods", []))
 
     def predict_case(self, case: F.Case, single_task: bool = False) -> ScalePrediction:
+        """Like the degradation model's: outside the domain, an unidentified coefficient in use, or a method
+        name no accuracy row has are each out of domain, said in the warning, and widen the interval."""
         domain = self.model["domain"]
         gaps = outside(case, domain)
         x = encode(F.clamp_to_domain(case, domain), single_task)
         resid = self.model["resid_var_by_kind"].get(case.kind, self.model["resid_var"])
         var = float(x @ self.cov @ x) + resid + widening_var(gaps)
-        warning = _describe(case, gaps, domain) if gaps else None
-        return ScalePrediction(float(x @ self.coef), var, not gaps, warning, var - resid)
+        notes = [_describe(case, gaps, domain)] if gaps else []
+        unknown = [n for n, v, sd in zip(self.model["features"], x, self.prior_sd, strict=True) if sd and v]
+        if unknown:
+            var += float(np.sum((self.prior_sd * x) ** 2))
+            notes.append("not identified by the accuracy rows: " + ", ".join(unknown) + "; interval widened")
+        method_note = None
+        if case.method_name is not None and case.method_name not in self.methods:
+            method_note = F.mapping_note(case.method_name, case.kind, case.bits)
+            var += float(self.model.get("unknown_method_sd", {}).get(case.kind, 1.0)) ** 2
+            notes.append(f"no accuracy row for this method: {method_note}; interval widened")
+        in_domain = not gaps and not unknown and not method_note
+        return ScalePrediction(float(x @ self.coef), var, in_domain, "; ".join(notes) or None, var - resid)
 
     def refusal(self, case: F.Case) -> str | None:
         """Why no accuracy expectation is given for this case (far outside the domain), None when one is."""

@@ -23,6 +23,7 @@ import pandas as pd
 
 from doctor.errors import DataError
 from doctor.predict import features as F
+from doctor.predict.calibrate import MIN_SOURCES, interval_scales
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +55,39 @@ def independent_columns(x: np.ndarray, tol: float = 1e-8) -> np.ndarray:
     return np.sort(piv[:rank])
 
 
-def fit_mixed(x: np.ndarray, y: np.ndarray, groups: list[str], names: list[str]) -> MixedFit:
-    """REML random-intercept fit; columns dependent on others in this table get coefficient 0 (listed)."""
+def gls_given_variances(xk: np.ndarray, y: np.ndarray, groups: list[str], family_var: float,
+                        resid_var: float) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """Generalised least squares of the random-intercept model with its variance components held fixed:
+    (beta, Cov(beta), per-family BLUP). The same estimator MixedLM ends with, without re-estimating the
+    variances; the inner folds of the interval calibration use it (variances from the fit they calibrate)."""
+    tau2 = max(family_var, 0.0)
+    _, index, counts = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)
+    shrink = tau2 / (resid_var + counts * tau2)  # V_g^-1 = (I - shrink_g 11') / resid_var, block by family
+
+    def v_inv(a: np.ndarray) -> np.ndarray:
+        sums = np.zeros((len(counts),) + a.shape[1:])
+        np.add.at(sums, index, a)
+        return (a - (shrink[:, None] * sums if a.ndim == 2 else shrink * sums)[index]) / resid_var
+
+    vx, vy = v_inv(xk), v_inv(y)
+    cov = np.linalg.pinv(xk.T @ vx)
+    beta = cov @ (xk.T @ vy)
+    r = y - xk @ beta
+    g = np.asarray(groups)
+    blup = {fam: float(tau2 * r[g == fam].sum() / (resid_var + (g == fam).sum() * tau2)) for fam in sorted(set(groups))}
+    return beta, cov, blup
+
+
+def fit_mixed(x: np.ndarray, y: np.ndarray, groups: list[str], names: list[str],
+              variances: tuple[float, float] | None = None) -> MixedFit:
+    """REML random-intercept fit; columns dependent on others in this table get coefficient 0 (listed).
+    With `variances` (family, residual) given, only the fixed effects are re-estimated (GLS)."""
     import statsmodels.api as sm
 
     keep = independent_columns(x)
     xk = x[:, keep]
+    if variances is not None:
+        return _fixed_variance_fit(x, y, groups, names, keep, *variances)
     model = sm.MixedLM(y, xk, groups=np.asarray(groups))
     result = None
     for method in ("bfgs", "powell", "nm"):  # lbfgs can step into a singular V on these tables
@@ -93,6 +121,20 @@ def fit_mixed(x: np.ndarray, y: np.ndarray, groups: list[str], names: list[str])
     unidentified = [names[j] for j in range(x.shape[1]) if j not in set(keep.tolist())]
     return MixedFit(list(names), coef, cov, family_var, resid_var, effects, residuals, bool(result.converged),
                     unidentified)
+
+
+def _fixed_variance_fit(x, y, groups, names, keep, family_var: float, resid_var: float) -> MixedFit:
+    beta, cov_k, blup = gls_given_variances(x[:, keep], y, groups, family_var, resid_var)
+    coef = np.zeros(x.shape[1])
+    cov = np.zeros((x.shape[1], x.shape[1]))
+    coef[keep], cov[np.ix_(keep, keep)] = beta, cov_k
+    effects = {}
+    for fam, eff in blup.items():
+        n = sum(1 for g in groups if g == fam)
+        effects[fam] = (eff, 1.0 / (1.0 / max(family_var, 1e-12) + n / resid_var))
+    residuals = y - x @ coef - np.array([effects[g][0] for g in groups])
+    missing = [names[j] for j in range(x.shape[1]) if j not in set(keep.tolist())]
+    return MixedFit(list(names), coef, cov, family_var, resid_var, effects, residuals, True, missing)
 
 
 def _block(name: str) -> str:
@@ -194,8 +236,11 @@ def domain_of(cases: list[F.Case]) -> dict[str, list[float]]:
     return dom
 
 
-def fit_degradation(frame: pd.DataFrame) -> dict:
-    """Fit the degradation model on cleaned rows (table.degradation_rows); returns the artifact's model part."""
+def fit_degradation(frame: pd.DataFrame, calibrate: bool = True,
+                    variances: tuple[float, float] | None = None) -> dict:
+    """Fit the degradation model on cleaned rows (table.degradation_rows); returns the artifact's model part.
+    `calibrate`: also scale the intervals by inner leave-one-source-out on these rows (calibrate.py);
+    `variances` (family, residual): hold the variance components fixed (the calibration's inner folds)."""
     if len(frame) < len(F.FEATURES):
         raise DataError(f"predictor fit: {len(frame)} usable rows, need at least {len(F.FEATURES)}")
     rows = frame.to_dict("records")
@@ -203,10 +248,10 @@ def fit_degradation(frame: pd.DataFrame) -> dict:
     x = F.design(cases)
     y = np.asarray(F.to_scale(frame["delta"].to_numpy(dtype=float), np.array([F.cap_or_default(c.cap) for c in cases])))
     groups = [str(g) for g in frame["model_family"]]
-    fit = fit_mixed(x, y, groups, list(F.FEATURES))
+    fit = fit_mixed(x, y, groups, list(F.FEATURES), variances)
     kinds = [F.variance_group(c) for c in cases]
     counts = frame.groupby("kind").size().to_dict()
-    return {
+    model = {
         "target": "log(delta + eps) - log(1 - delta/cap + top), delta = log(ppl_mod/ppl_dense), "
                   "cap = log(vocab/ppl_dense)",
         "eps": F.EPS, "top": F.TOP,
@@ -230,3 +275,35 @@ def fit_degradation(frame: pd.DataFrame) -> dict:
             "family_sd": math.sqrt(max(fit.family_var, 0.0)),
         },
     }
+    if calibrate:
+        model["interval_scale"] = calibrated_scales(frame, model)
+    return model
+
+
+def calibrated_scales(frame: pd.DataFrame, model: dict) -> dict[str, float]:
+    """The interval scales of a fit (calibrate.py) from its own training rows, each source held out in turn."""
+    from threadpoolctl import threadpool_limits
+
+    if frame.source.nunique() < MIN_SOURCES:
+        return {}
+    with threadpool_limits(1):  # small matrices: BLAS threads only fight each other (seconds instead of ms)
+        return interval_scales(inner_held_out_z(frame, model))
+
+
+def inner_held_out_z(frame: pd.DataFrame, model: dict) -> pd.DataFrame:
+    """Per training row: its variance group and z = (t_observed - mean) / sd, predicted by a fit without the
+    row's source."""
+    from doctor.predict.predict import Predictor
+
+    variances = (float(model["family_var"]), float(model["resid_var"]))
+    parts = []
+    for source in sorted(frame.source.unique()):
+        train, test = frame[frame.source != source], frame[frame.source == source]
+        if len(train) < len(F.FEATURES):
+            continue
+        inner = Predictor(fit_degradation(train, calibrate=False, variances=variances), meta={})
+        for row in test.to_dict("records"):
+            pred = inner.predict_case(F.case_from_row(row))
+            t = float(F.to_scale(float(row["delta"]), pred.cap))
+            parts.append((F.variance_group(F.case_from_row(row)), (t - pred.mean) / pred.sd))
+    return pd.DataFrame(parts, columns=["group", "z"])

@@ -14,6 +14,7 @@ import numpy as np
 
 from doctor.predict import features as F
 from doctor.predict.artifact import DEGRADATION_FILE, load_artifact
+from doctor.predict.calibrate import scale_of
 from doctor.predict.cases import cases_for
 from doctor.results import Expected, ModelFacts
 
@@ -155,6 +156,10 @@ class Predictor:
             notes.append(method_note + "; interval widened")
         in_domain = not gaps and not unknown and not method_note
         mean = self.combined_mean(case, float(x @ self.coef) + offset, var)
+        # calibrated on the training table's own held-out sources (calibrate.py); resid is scaled alike, so
+        # the offset part below stays the same share of the variance
+        scale2 = scale_of(self.model, F.variance_group(case)) ** 2
+        var, resid = var * scale2, resid * scale2
         # everything but the residual noise is this model's unknown offset: what its mild checkups can tell
         return ScalePrediction(mean, var, in_domain, "; ".join(notes) or None,
                                var - resid, case.cap)

@@ -14,7 +14,7 @@ from predict_builders import checkup, demo_facts, examination, facts
 
 from doctor.predict import annotate
 from doctor.predict import features as F
-from doctor.predict.accuracy import AccuracyPredictor, load_accuracy
+from doctor.predict.accuracy import AccuracyPredictor, accuracy_rows, fit_accuracy, load_accuracy
 from doctor.predict.fit import fit_degradation
 from doctor.predict.predict import Z90, Predictor
 from doctor.predict.table import COLUMNS, degradation_rows, read_rows
@@ -144,6 +144,27 @@ def test_accuracy_drop_is_capped_at_dense_minus_chance_and_refused_far_outside()
     assert "acc_drop:cloze" not in tiny.checkups[0].expected
     assert "accuracy drop not predicted" in tiny.predictor["skipped"]["rtn-w4:acc_drop"]
     assert isinstance(accuracy, AccuracyPredictor)
+
+
+def test_accuracy_drop_flags_unknown_methods_and_unidentified_effects():
+    accuracy = load_accuracy(PREDICTORS_DIR)
+    known = F.Case(kind="quantization", method="gptq", bits=4.0, group_size=128, method_name="gptq", params_b=6.74,
+                   family="LLaMA-2", training_tokens=2e12)
+    unknown = F.Case(kind="quantization", method="gptq", bits=4.0, group_size=128, method_name="never-seen-q",
+                     params_b=6.74, family="LLaMA-2", training_tokens=2e12)
+    assert "gptq" in accuracy.model["methods"] and accuracy.predict_case(known).in_domain
+    pred = accuracy.predict_case(unknown)
+    assert not pred.in_domain and "never-seen-q" in pred.warning and "predicted as class" in pred.warning
+    assert pred.var > accuracy.predict_case(known).var
+    rows = pd.DataFrame([r for r in accuracy_rows([read_rows(LITERATURE)]).to_dict("records")
+                         if r["kind"] == "quantization" and F.case_from_row(r).method != "awq"])
+    fit = AccuracyPredictor(fit_accuracy(rows))
+    assert "q_awq" in fit.model["unidentified"]
+    awq = F.Case(kind="quantization", method="awq", bits=4.0, group_size=128, method_name="awq", params_b=6.74,
+                 family="LLaMA-2", training_tokens=2e12)
+    pred = fit.predict_case(awq)
+    assert not pred.in_domain and "q_awq" in pred.warning
+    assert pred.var > fit.predict_case(known).var
 
 
 def test_annotate_uses_the_given_predictor_folder(tmp_path):
