@@ -26,12 +26,8 @@ import logging
 
 import torch
 
-from doctor.compress.collectors import HessianCollector
 from doctor.compress.quantizer import fake_quantize, find_params
-from doctor.compress.sequential import GroupJob, calibration_summary, in_features, run_sequential
 from doctor.errors import NumericError
-from doctor.modifications.base import Applied, ApplyContext
-from doctor.spec.modification import QuantizeSpec
 
 log = logging.getLogger(__name__)
 
@@ -102,39 +98,3 @@ def gptq_quantize(
     if perm is not None:
         Q = Q[:, torch.argsort(perm)]
     return Q
-
-
-def apply_gptq(spec: QuantizeSpec, ctx: ApplyContext) -> Applied:
-    """GPTQ over every decoder layer, true-sequentially, on the calibration windows of `spec.calibration`."""
-    calibration = ctx.calibration(spec.calibration)
-
-    def make_collector(_name: str, module: torch.nn.Module) -> HessianCollector:
-        return HessianCollector(in_features(module), module.weight.device)
-
-    def solve(job: GroupJob) -> dict[str, torch.Tensor]:
-        # rows are independent given H, so linears sharing an input (q/k/v, gate/up) are solved as one matrix
-        shared: dict[int, list[str]] = {}
-        for name, stats in job.stats.items():
-            shared.setdefault(id(stats), []).append(name)
-        weights = {}
-        for names in shared.values():
-            parts = [job.weight(n) for n in names]
-            Q = gptq_quantize(
-                torch.cat(parts), job.stats[names[0]].H, spec.bits, spec.group_size, spec.symmetric,
-                spec.act_order, spec.damp, spec.block_size, spec.static_groups,
-            )
-            weights.update(zip(names, torch.split(Q, [p.shape[0] for p in parts]), strict=True))
-        return weights
-
-    layers = run_sequential(
-        ctx.patient.model, calibration.windows, solve, ctx.progress, undo=ctx.undo, make_collector=make_collector
-    )
-    realized = {
-        "method": "gptq",
-        "act_order": spec.act_order,
-        "static_groups": spec.static_groups,
-        "damp": spec.damp,
-        "block_size": spec.block_size,
-        **calibration_summary(layers, calibration.windows),
-    }
-    return Applied(realized=realized, layers=layers, calibration=calibration.info)

@@ -19,13 +19,6 @@ reference, a block's linears are calibrated together unless `true_sequential` is
 from __future__ import annotations
 
 import torch
-from torch import nn
-
-from doctor.compress.collectors import HessianCollector
-from doctor.compress.sequential import GroupJob, in_features
-from doctor.compress.wanda import pruning_pass
-from doctor.modifications.base import Applied, ApplyContext
-from doctor.spec.modification import PruneSpec
 
 
 def inverse_hessian_factor(H: torch.Tensor, damp: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,22 +85,3 @@ def sparsegpt_prune(
         W[:, i2:] -= err @ U[i1:i2, i2:]  # lazy batch update of every later column
         mask[:, i1:i2] = mask1
     return W, mask
-
-
-def _collector(_name: str, module: nn.Module) -> HessianCollector:
-    return HessianCollector(in_features(module), device=module.weight.device)
-
-
-def apply_sparsegpt(spec: PruneSpec, ctx: ApplyContext) -> Applied:
-    """One calibrated pass over the decoder layers; errors come from the Hessians, sparsity is measured."""
-    cal = ctx.calibration(spec.calibration)
-    options = {"block_size": spec.block_size, "damp": spec.damp}
-    if spec.structure == "nm":
-        options.update(n=spec.n, m=spec.m)
-    else:
-        options["sparsity"] = spec.target_sparsity
-
-    def solve(job: GroupJob) -> dict[str, torch.Tensor]:
-        return {name: sparsegpt_prune(job.weight(name), stats.H, **options)[0] for name, stats in job.stats.items()}
-
-    return pruning_pass(ctx, cal, solve, _collector, spec)

@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from doctor.compress.adapters import block_linears, decoder_layers, linear_weight
-from doctor.compress.wanda import wanda_mask, wanda_score
+from doctor.compress.wanda import wanda_score
 from doctor.modifications.prune import apply, nm_mask, row_mask
+from doctor.modifications.wanda import wanda_mask
 from doctor.spec.modification import PruneSpec
 
 

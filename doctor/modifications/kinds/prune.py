@@ -14,8 +14,8 @@ from doctor.spec.base import CalibrationSpec, Spec, TargetSpec
 # 'magnitude' or 'wanda' importance in its own pass.
 METHODS = {
     "magnitude": "doctor.modifications.prune:apply_magnitude",
-    "wanda": "doctor.compress.wanda:apply_wanda",
-    "sparsegpt": "doctor.compress.sparsegpt:apply_sparsegpt",
+    "wanda": "doctor.modifications.wanda:apply_wanda",
+    "sparsegpt": "doctor.modifications.sparsegpt:apply_sparsegpt",
 }
 STRUCTURED = "doctor.modifications.structured:apply_structured"
 

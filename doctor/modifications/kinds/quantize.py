@@ -12,7 +12,7 @@ from doctor.spec.base import CalibrationSpec, Spec, TargetSpec
 # Each method and the function that applies it (`apply(spec, ctx) -> Applied`): the spec's `method` values.
 METHODS = {
     "rtn": "doctor.modifications.quantize:apply_rtn",
-    "gptq": "doctor.compress.gptq:apply_gptq",
+    "gptq": "doctor.modifications.gptq:apply_gptq",
     "awq": "doctor.compress.awq:apply_awq",
 }
 
