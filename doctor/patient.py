@@ -194,4 +194,5 @@ def extract_facts(model: torch.nn.Module, name: str, weights_dir: Path | None = 
         tied_embeddings=bool(getattr(cfg, "tie_word_embeddings", False)),
         family=None,
         weights_sha256=weights_sha256(weights_dir),
+        revision=getattr(cfg, "_commit_hash", None),  # the hub commit, when loaded from a hub snapshot
     )

@@ -36,6 +36,7 @@ class ModelFacts(Record):
     family: str | None = None
     training_tokens: float | None = None
     weights_sha256: str | None = None
+    revision: str | None = None  # the hub commit of the loaded snapshot
 
 
 class TextInfo(Record):
@@ -152,6 +153,8 @@ class Environment(Record):
     device: str
     backend: str
     seeds: dict[str, int] = Field(default_factory=dict)
+    command: str | None = None  # the command line that ran the examination
+    git_commit: str | None = None  # of the tool's source checkout, when it runs from one
 
 
 class Examination(Record):
@@ -161,6 +164,7 @@ class Examination(Record):
     suite_path: str | None = None
     suite_sha256: str | None = None
     rule_files: dict[str, str] = Field(default_factory=dict)
+    rule_docs: dict[str, str] = Field(default_factory=dict)  # rule id -> what it detects, for fired rules
     predictor: dict[str, Any] = Field(default_factory=dict)
     environment: Environment
     started: str

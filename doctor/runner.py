@@ -22,7 +22,7 @@ from doctor.patient import Patient
 from doctor.results import Baseline, Examination, Finding
 from doctor.spec.checkup import Suite, severity_rank
 from doctor.texts import eval_windows, resolve_corpus, text_info, tokenize
-from doctor.verdict import threshold_findings, verdict
+from doctor.verdict import BUILTIN_RULE_DOCS, threshold_findings, verdict
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ class Options:
     use_predictor: bool = True
     predictor_dir: Path | None = None  # a fitted predictors folder (default: the shipped one)
     rules: list | None = None  # rules loaded (and validated) before the model, to avoid reading them twice
+    command: str | None = None  # the command line, for the report's sign-off
 
 
 def state_sha256(model: torch.nn.Module) -> str:
@@ -141,7 +142,8 @@ def examine(patient: Patient, suite: Suite, options: Options, progress=lambda me
         patient=patient.facts, suite=suite.model_dump(mode="json"), suite_path=options.suite_path,
         suite_sha256=options.suite_sha256,
         environment=describe(options.device, options.backend, {"eval": suite.eval.seed,
-                                                               "calibration": suite.calibration.seed}),
+                                                               "calibration": suite.calibration.seed},
+                             command=options.command),
         started=started, baseline=baseline, checkups=results, fail_on=options.fail_on,
     )
     progress("expectation and diagnosis")
@@ -163,8 +165,12 @@ def annotate(exam: Examination, options: Options) -> None:
             log.warning("predictor unavailable: %s", one_line(exc))
             exam.predictor = {"error": one_line(exc)}
     findings: list[Finding] = threshold_findings(exam)
-    from doctor.diagnose import diagnose
+    from doctor.diagnose import diagnose, load_rules
 
-    rule_findings, exam.rule_files = diagnose(exam, options.rule_dirs, rules=options.rules)
+    rules = options.rules if options.rules is not None else load_rules(options.rule_dirs)
+    rule_findings, exam.rule_files = diagnose(exam, options.rule_dirs, rules=rules)
     findings += rule_findings
+    fired = {f.rule for f in findings}
+    docs = {r.rule.id: " ".join(r.rule.description.split()) for r in rules if r.rule.id in fired}
+    exam.rule_docs = dict(sorted({**{k: v for k, v in BUILTIN_RULE_DOCS.items() if k in fired}, **docs}.items()))
     exam.findings = sorted(findings, key=lambda f: -severity_rank(f.severity))

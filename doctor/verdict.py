@@ -20,6 +20,45 @@ def _bound(t) -> str:
     return " and ".join(parts)
 
 
+THRESHOLD_SOURCE = "suite thresholds"
+# What `doctor rules explain` would say for the two findings the runner itself makes.
+BUILTIN_RULE_DOCS = {
+    "expect": "A checkup's `expect` block in the suite sets limits on its metrics (e.g. ppl_ratio <= 1.10). "
+              "A checkup that misses one becomes a finding at the checkup's own severity; the release gate "
+              "fails when that severity is at or above --fail-on.",
+    "checkup-error": "The checkup could not be measured (an exception, NaN/inf logits, out of memory). It is "
+                     "recorded with its error and always fails the release gate: nothing judged it.",
+}
+
+
+def advice(mod: dict) -> str:
+    """What to try instead, specific to the modification that missed its thresholds."""
+    kind = mod.get("kind")
+    if kind == "compose":
+        return " Then: ".join(advice(step) for step in mod.get("steps", []) if isinstance(step, dict))
+    if kind == "quantize":
+        bits, method = mod.get("bits"), mod.get("method", "rtn")
+        calibrated = "a smaller group size" if method in ("gptq", "awq") else "GPTQ or AWQ with a group size of 128 or less"
+        return f"Keep {method} above {bits} bits, or reach {bits} bits with {calibrated}, and re-examine."
+    if kind == "prune":
+        if mod.get("structure") == "nm":
+            return (f"{mod.get('n')}:{mod.get('m')} sparsity costs too much with {mod.get('method', 'magnitude')}: "
+                    "try Wanda or SparseGPT at the same pattern, or unstructured sparsity below 50%.")
+        sparsity = mod.get("sparsity")
+        amount = f"{100 * sparsity:g}%" if isinstance(sparsity, (int, float)) else str(sparsity)
+        return (f"Prune less than {amount} with {mod.get('method', 'magnitude')}, or use an "
+                "activation-aware method (Wanda, SparseGPT) at this sparsity, and re-examine.")
+    if kind == "remove_layers":
+        return "Remove fewer layers, or fine-tune (heal) the model after removing them, and re-examine."
+    if kind == "expand_layers":
+        return "Initialise inserted blocks as identities, or fine-tune after inserting them."
+    if kind == "decode":
+        return "Revisit the decoding parameters (temperature, top-k/top-p, beams) against this task."
+    if kind == "onnx":
+        return "Keep the sensitive MatMuls in float (exclude them from quantization) or use a larger block size."
+    return "Use a milder setting or another method for this checkup, or revisit the threshold."
+
+
 def threshold_findings(exam: Examination) -> list[Finding]:
     """One finding per checkup that missed its `expect` thresholds or could not be measured."""
     findings = []
@@ -29,7 +68,7 @@ def threshold_findings(exam: Examination) -> list[Finding]:
                 rule="checkup-error", title=f"Checkup {c.id} could not be measured", severity="high",
                 cause="checkup-failed", explanation=f"{c.id} failed: {c.error}",
                 recommendation="Read the error; a NaN/inf result means the modification broke the model numerically.",
-                checkups=[c.id], evidence={"error": c.error}, source="runner",
+                checkups=[c.id], evidence={"error": c.error}, source=THRESHOLD_SOURCE,
             ))
             continue
         failed = [t for t in c.thresholds if not t.passed]
@@ -41,8 +80,8 @@ def threshold_findings(exam: Examination) -> list[Finding]:
         findings.append(Finding(
             rule="expect", title=f"Checkup {c.id} misses its thresholds", severity=c.severity,
             cause="threshold-exceeded", explanation=f"{c.id}: " + "; ".join(parts),
-            recommendation="Use a milder setting or another method for this checkup, or revisit the threshold.",
-            checkups=[c.id], evidence={t.key: t.value for t in failed}, source="runner",
+            recommendation=advice(c.modification),
+            checkups=[c.id], evidence={t.key: t.value for t in failed}, source=THRESHOLD_SOURCE,
         ))
     return findings
 

@@ -104,7 +104,7 @@ def examine(ctx: click.Context, model: str | None, suite: str, rule_dirs: tuple[
         options = Options(out_dir=out, backend=backend, device=device, resume=resume, fail_on=fail_on,
                           rule_dirs=list(rule_dirs), suite_path=_suite_label(checked.path),
                           suite_sha256=checked.sha256, use_predictor=not no_predictor, predictor_dir=predictor_dir,
-                          rules=checked.rules)
+                          rules=checked.rules, command=_command_line())
         if overwrite and (moved := move_aside(out)) is not None:
             click.echo(f"previous results moved to {moved}", err=True)
         loaded = checked.suite
@@ -120,6 +120,13 @@ def examine(ctx: click.Context, model: str | None, suite: str, rule_dirs: tuple[
         paths = write_reports(exam, out)
     _summary(exam, paths)
     sys.exit(exam.exit_code)
+
+
+def _command_line() -> str:
+    """The command as typed, with the program named `doctor` however it was started."""
+    import shlex
+
+    return shlex.join(["doctor", *sys.argv[1:]])
 
 
 def _preflight_predictor(folder: Path) -> None:

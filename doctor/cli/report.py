@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 from doctor.cli.errors import user_errors
-from doctor.errors import EXIT_FINDINGS, EXIT_OK
 
 
 @click.command()
@@ -33,16 +32,27 @@ def report(ctx: click.Context, results: Path, out: Path | None) -> None:
 @click.command()
 @click.argument("a", type=click.Path(path_type=Path))
 @click.argument("b", type=click.Path(path_type=Path))
-@click.option("--rtol", type=click.FloatRange(min=0), default=0.01, show_default=True,
-              help="Relative change that counts for metrics measured without an interval.")
-@click.option("--all", "all_metrics", is_flag=True, help="List every compared metric, not only the changed ones.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Write diff.html and diff.md (and the plot) into this folder.")
+@click.option("--all", "every", is_flag=True, help="List every shared metric in the files, not only the key and "
+                                                    "the significantly changed ones.")
 @click.pass_context
-def diff(ctx: click.Context, a: Path, b: Path, rtol: float, all_metrics: bool) -> None:
-    """Compare two results.json files; exit 1 when something changed beyond the intervals."""
+def diff(ctx: click.Context, a: Path, b: Path, out: Path | None, every: bool) -> None:
+    """Compare two results.json files (A before, B after).
+
+    Exit 1 only when B got significantly worse (intervals apart on the same text), a checkup newly fails, or
+    the release gate changed to fail; 0 otherwise; 2 for unreadable input.
+    """
     from doctor.report import load_examination
-    from doctor.report.diff import diff_examinations, render_diff
+    from doctor.report.diff import diff_examinations
+    from doctor.report.diff_report import terminal_summary, write_diff
 
     with user_errors(ctx.obj["verbose"]):
-        result = diff_examinations(load_examination(a), load_examination(b), rtol=rtol)
-    click.echo(render_diff(result, all_metrics=all_metrics), nl=False)
-    sys.exit(EXIT_FINDINGS if result.changed else EXIT_OK)
+        exam_a, exam_b = load_examination(a), load_examination(b)
+        result = diff_examinations(exam_a, exam_b)
+        paths = write_diff(result, exam_a, exam_b, out, every) if out is not None else {}
+    click.echo(terminal_summary(result), nl=False)
+    for name in ("diff.html", "diff.md"):
+        if name in paths:
+            click.echo(f"{name}: {paths[name]}")
+    sys.exit(result.exit_code)

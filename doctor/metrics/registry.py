@@ -29,7 +29,7 @@ class MetricKey:
     label: str | None = None  # None: the key itself
     unit: str = ""
     format: str | None = None  # a format spec such as '.4f'; None: four significant digits
-    summary: bool = False  # a column of the report's checkup overview
+    summary: bool = False  # a candidate key metric of the report's summary row (registry order)
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def report_order() -> tuple[str, ...]:
 
 
 def summary_keys() -> tuple[str, ...]:
-    """The keys shown as columns of the report's checkup overview, in registry order."""
+    """Candidate key metrics of the report's summary row, in registry order (the first one a checkup measured)."""
     return tuple(k for k, m in metric_keys().items() if m.summary)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime, timedelta
 from typing import Any
@@ -12,14 +13,62 @@ from doctor.modifications import registry
 
 __all__ = ["_general", "number", "percent", "value_text"]
 
+_BLANK_RUNS = re.compile(r"\n{3,}")
+_FIXED = re.compile(r"\.(\d+)f$")
 _ENTITY = re.compile(r"&(?=#?[A-Za-z0-9]+;)")
 _TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
 _EDGE_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
 _LINK_BRACKET = re.compile(r"\](?=[(\[:])")
 
 
+# Task metrics are named '<measure>:<task>'.
+TASK_LABELS = {"acc": "accuracy", "acc_norm": "accuracy (length-normalised)", "acc_drop": "accuracy drop",
+               "exact_match": "exact match"}
+
+
 def metric_label(key: str) -> str:
+    measure, _, task = key.partition(":")
+    if task and measure in TASK_LABELS and metrics_registry.label(key) == key:
+        return f"{TASK_LABELS[measure]}, {task}"
     return metrics_registry.label(key)
+
+
+def is_metric(key: str) -> bool:
+    return key in metrics_registry.metric_keys() or ":" in key
+
+
+def compact(value: Any, key: str = "") -> str:
+    """Like `number`, with fewer decimals as the integer part grows (84.802 rather than 84.8020): table cells."""
+    text = number(value, key)
+    fixed = _FIXED.search(metrics_registry.number_format(key) or "")
+    if not isinstance(value, float) or not math.isfinite(value) or fixed is None or abs(value) < 10:
+        return text
+    digits = len(str(int(abs(value))))
+    return f"{value:.{max(1, int(fixed.group(1)) - digits + 1)}f}"
+
+
+def compact_interval(lower: float | None, upper: float | None, key: str = "") -> str:
+    if lower is None or upper is None:
+        return ""
+    return f"[{compact(float(lower), key)}, {compact(float(upper), key)}]"
+
+
+def significant(value: float | None, digits: int = 3) -> str:
+    """A number to `digits` significant digits (predicted bands: their width dwarfs the fourth digit)."""
+    if value is None:
+        return "–"
+    if not math.isfinite(value):
+        return number(value)
+    return f"{value:#.{digits}g}".rstrip(".") if abs(value) < 10 ** digits else f"{value:,.0f}"
+
+
+def squeeze_blank_lines(text: str) -> str:
+    """Markdown from templates: at most one blank line in a row, one newline at the end."""
+    return _BLANK_RUNS.sub("\n\n", text).rstrip("\n") + "\n"
+
+
+def describe_text_short(text: Any) -> str:
+    return f"{text.corpus}, {text.tokens:,} tokens" if text is not None else "no text"
 
 
 def signed(value: float | None, key: str = "") -> str:

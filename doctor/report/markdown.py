@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import re
-
+from doctor.report.format import squeeze_blank_lines
 from doctor.report.templating import markdown_environment
 from doctor.report.view import ReportView
 
-_BLANK_RUNS = re.compile(r"\n{3,}")
-
 
 def render_markdown(view: ReportView) -> str:
-    text = markdown_environment().get_template("report.md.j2").render(view=view)
-    return _BLANK_RUNS.sub("\n\n", text).rstrip("\n") + "\n"
+    return squeeze_blank_lines(markdown_environment().get_template("report.md.j2").render(view=view))

@@ -7,26 +7,14 @@ from __future__ import annotations
 
 import math
 
-from matplotlib.patches import Patch
-
 from doctor.report import format as fmt
-from doctor.report.svg import (
-    BAND_ALPHA,
-    FAIL_COLOR,
-    PASS_COLOR,
-    error_bars,
-    figure,
-    label,
-    log_axis,
-    series_color,
-    threshold_lines,
-    to_svg,
-    wants_log,
-)
+from doctor.report.gate import checkup_verdict
+from doctor.report.labels import place_labels
+from doctor.report.svg import FAIL_COLOR, PASS_COLOR, figure, label, log_axis, series_color, to_svg, wants_log
+from doctor.report.sweeps import Sweep, sweep_plot
 from doctor.report.view import Plot, describe_text
 from doctor.results import CheckupResult, Examination
 
-Sweep = dict[str, list[tuple[float, CheckupResult]]]
 WORST_LAYER_CHECKUPS = 4
 _DTYPE_BITS = {"float64": 64, "float32": 32, "float16": 16, "bfloat16": 16}
 
@@ -74,51 +62,6 @@ def _sorted(sweep: Sweep) -> Sweep:
     return {name: sorted(points, key=lambda p: (p[0], p[1].id)) for name, points in sorted(sweep.items())}
 
 
-def sweep_plot(name: str, title: str, caption: str, sweep: Sweep, key: str, xlabel: str) -> Plot | None:
-    """One line per series with interval error bars, the predictor's band, and the thresholds on `key`."""
-    sweep = {s: [(x, c) for x, c in pts if _finite(c, key)] for s, pts in sweep.items()}
-    sweep = {s: pts for s, pts in sweep.items() if pts}
-    if not sweep:
-        return None
-    with figure(name) as fig:
-        ax = fig.add_subplot()
-        everything: list[CheckupResult] = []
-        banded = False
-        for i, (series, points) in enumerate(sweep.items()):
-            xs, cs = [x for x, _ in points], [c for _, c in points]
-            ys = [c.metrics[key].value for c in cs]
-            bars = error_bars(cs, key)
-            ax.errorbar(xs, ys, yerr=bars, fmt="o-", color=series_color(i), label=label(series), markersize=4,
-                        linewidth=1.4, capsize=2)
-            banded |= _band(ax, xs, cs, key, series_color(i))
-            everything += cs
-        threshold_lines(ax, everything, key)
-        values = [c.metrics[key].value for c in everything]
-        if wants_log(values):
-            log_axis(ax, "y")
-        ax.set_xticks(sorted({x for pts in sweep.values() for x, _ in pts}))
-        ax.set(xlabel=xlabel, ylabel=fmt.metric_label(key), title=title)
-        handles, labels = ax.get_legend_handles_labels()
-        if banded:
-            handles.append(Patch(color="#777777", alpha=BAND_ALPHA * 2, linewidth=0))
-            labels.append("predicted band")
-        ax.legend(handles, labels, frameon=False, loc="best")
-        svg = to_svg(fig, name)
-    return Plot(name=name, title=title, caption=caption, svg=svg, file=f"plots/{name}.svg")
-
-
-def _band(ax, xs: list[float], cs: list[CheckupResult], key: str, color: str) -> bool:
-    """Shade the predictor's interval where it exists for at least two points of the series."""
-    rows = [(x, c.expected[key]) for x, c in zip(xs, cs, strict=True) if key in c.expected]
-    if len(rows) < 2:
-        for x, e in rows:
-            ax.vlines(x, e.lower, e.upper, color=color, alpha=0.35, linewidth=3)
-        return bool(rows)
-    ax.fill_between([x for x, _ in rows], [e.lower for _, e in rows], [e.upper for _, e in rows],
-                    color=color, alpha=BAND_ALPHA, linewidth=0)
-    return True
-
-
 def layer_error_plot(exam: Examination, text: str) -> Plot | None:
     """Relative reconstruction error per decoder layer for the most damaging checkups."""
     rank_key = "ppl_ratio" if any(_finite(c, "ppl_ratio") for c in exam.checkups) else "kl_mean"
@@ -143,8 +86,13 @@ def layer_error_plot(exam: Examination, text: str) -> Plot | None:
         ax.set(xlabel="decoder layer", ylabel="relative output error", title="Per-layer error, worst checkups")
         ax.legend(frameon=False, loc="best")
         svg = to_svg(fig, name)
+    without = [c.id for c in _measured(exam) if not any(s.rel_error is not None for s in c.layers)]
     caption = (f"Relative reconstruction error of each decoder layer for the {len(worst)} checkups with the highest "
-               f"{fmt.metric_label(rank_key)}; a spike points at the layer that breaks. {text}")
+               f"{fmt.metric_label(rank_key)} among the {len(candidates)} that record it; a spike points at the "
+               "layer that breaks." + (" Log scale." if wants_log(values) else ""))
+    if without:
+        caption += f" Not drawn, no per-layer record: {', '.join(without)}."
+    caption += f" {text}"
     return Plot(name=name, title="Per-layer error", caption=caption, svg=svg, file=f"plots/{name}.svg")
 
 
@@ -159,21 +107,31 @@ def kl_distribution_plot(exam: Examination, text: str) -> Plot | None:
         ax = fig.add_subplot()
         ys = list(range(len(rows)))
         stats = {key: [c.value(key) for c in rows] for key in ("kl_median", "kl_mean", "kl_p99")}
+        # KL spans decades, so the axis is always logarithmic; an exact 0 sits at a floor below the smallest value.
+        positive = [v for values in stats.values() for v in values if v is not None and v > 0]
+        floor = min(positive) / 3 if positive else None
+        zeros = sum(1 for values in stats.values() for v in values if v is not None and v <= 0)
+        if floor is not None:
+            stats = {k: [None if v is None else max(v, floor) for v in values] for k, values in stats.items()}
         complete = all(v is not None for v in stats["kl_median"] + stats["kl_p99"])
         if complete:
             ax.hlines(ys, stats["kl_median"], stats["kl_p99"], color="#9aa3ad", linewidth=1.2)
             ax.scatter(stats["kl_median"], ys, marker="o", s=18, color=series_color(0), label="median", zorder=3)
             ax.scatter(stats["kl_p99"], ys, marker="|", s=70, color=FAIL_COLOR, label="p99", zorder=3)
         ax.scatter(stats["kl_mean"], ys, marker="D", s=18, color="#E69F00", label="mean", zorder=4)
-        shown = [v for key in stats for v in stats[key] if v is not None]
-        if wants_log(shown):
+        log = floor is not None
+        if log:
             log_axis(ax, "x")
         ax.set_yticks(ys, [label(c.id) for c in rows])
         ax.grid(axis="y", visible=False)
         ax.set(xlabel="KL(baseline ‖ modified) per token (nats)", title="KL divergence distribution")
         ax.legend(frameon=False, loc="lower right")
         svg = to_svg(fig, name)
-    caption = f"Per-token KL divergence from the baseline, sorted by mean; the bar spans median to p99. {text}"
+    caption = ("Per-token KL divergence from the baseline, sorted by mean" + (", log scale" if log else "")
+               + ("; the grey bar spans median to p99" if complete else "; median and p99 are not recorded for "
+                  "every checkup, so only the mean is drawn")
+               + (f"; {zeros} values of exactly 0 are drawn at the left edge ({floor:.1e})" if zeros and floor else "")
+               + f". {text}")
     return Plot(name=name, title="KL distribution", caption=caption, svg=svg, file=f"plots/{name}.svg")
 
 
@@ -205,7 +163,7 @@ def pareto_front(points: list[tuple[float, float, str]]) -> list[tuple[float, fl
 
 
 def pareto_plot(exam: Examination, text: str) -> Plot | None:
-    """Compression against quality: every checkup as a point, passing ones green, with the Pareto front."""
+    """Compression against quality: every checkup a labelled point, coloured by its own verdict, with the front."""
     dtype_bits = _DTYPE_BITS.get(exam.patient.dtype, 32)
     points = []
     for c in _measured(exam):
@@ -215,33 +173,38 @@ def pareto_plot(exam: Examination, text: str) -> Plot | None:
     if len(points) < 2:
         return None
     name = "pareto"
-    with figure(name, height=4.0) as fig:
+    styles = (("pass", PASS_COLOR, "o", "met its thresholds"), ("fail", FAIL_COLOR, "X", "missed a threshold"),
+              ("measured", "#7a828e", "s", "no threshold"))
+    with figure(name, height=4.2) as fig:
         ax = fig.add_subplot()
-        limits = [t.max for _, _, c in points for t in c.thresholds if t.key == "ppl_ratio" and t.max is not None]
-        if limits:
-            ax.axhspan(min(y for _, y, _ in points + [(0, min(limits), None)]) / 1.02, min(limits),
-                       color=PASS_COLOR, alpha=0.08, linewidth=0, label=f"safe zone: ppl ratio ≤ {min(limits):g}")
-        for verdict, color, marker in (("pass", PASS_COLOR, "o"), ("fail", FAIL_COLOR, "X")):
-            chosen = [(x, y) for x, y, c in points if (c.verdict == "pass") == (verdict == "pass")]
+        shown = []
+        for verdict, color, marker, meaning in styles:
+            chosen = [(x, y) for x, y, c in points if checkup_verdict(c) == verdict]
             if chosen:
                 ax.scatter([x for x, _ in chosen], [y for _, y in chosen], color=color, marker=marker, s=26,
-                           label=f"{verdict}ed checkups", zorder=3)
+                           label=meaning, zorder=3)
+                shown.append(meaning)
         front = pareto_front([(x, y, c.id) for x, y, c in points])
         ax.step([x for x, _, _ in front], [y for _, y, _ in front], where="post", color="#5b6472", linewidth=1,
                 linestyle=":", label="Pareto front")
-        for x, y, cid in front:
-            ax.annotate(label(cid), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color="#3b3f46")
-        if wants_log([x for x, _, _ in points]):
+        log_x, log_y = wants_log([x for x, _, _ in points]), wants_log([y for _, y, _ in points])
+        if log_x:
             log_axis(ax, "x")
-        if wants_log([y for _, y, _ in points]):
+        if log_y:
             log_axis(ax, "y")
         ax.set(xlabel=f"relative size of decoder weights (vs. {exam.patient.dtype})", ylabel="ppl ratio",
                title="Compression vs. quality")
-        ax.legend(frameon=False, loc="best")
+        ax.margins(x=0.12, y=0.08)
+        ax.autoscale_view()
+        crowded = place_labels(ax, [(x, y, label(c.id)) for x, y, c in points])
+        ax.legend(frameon=False, loc="upper right")
         svg = to_svg(fig, name)
-    caption = ("Each checkup's decoder-weight size relative to the baseline (effective bits over the baseline "
-               "dtype, times the fraction of weights kept) against its perplexity ratio; the shaded band is "
-               f"below the strictest ppl-ratio threshold and the dotted line is the Pareto front. {text}")
+    scales = " and ".join(a for a, on in (("x", log_x), ("y", log_y)) if on)
+    caption = ("Each checkup's decoder-weight size relative to the baseline (effective bits over the baseline dtype, "
+               "times the fraction of weights kept) against its perplexity ratio, labelled with its id; the marker "
+               "says whether it met its own thresholds (" + ", ".join(shown) + "); the dotted line is the Pareto "
+               "front (no other checkup is both smaller and better)." + (f" Log scale on {scales}." if scales else "")
+               + (f" {crowded} labels sit close to others." if crowded else "") + f" {text}")
     return Plot(name=name, title="Compression vs. quality", caption=caption, svg=svg, file=f"plots/{name}.svg")
 
 
@@ -249,16 +212,15 @@ def make_plots(exam: Examination) -> list[Plot]:
     """Every plot the examination has data for, in report order."""
     text = f"Measured on {describe_text(exam.baseline.text)}."
     quant, prune = quant_series(exam), prune_series(exam)
-    band = " Shaded: the predictor's interval; dashed: thresholds; bars: bootstrap intervals."
     candidates = [
         sweep_plot("quant-ppl", "Perplexity ratio vs. bits", "Perplexity ratio per quantization method against "
-                   f"bits per weight.{band} {text}", quant, "ppl_ratio", "bits per weight"),
+                   "nominal bits per weight", quant, "ppl_ratio", "bits per weight", text),
         sweep_plot("quant-kl", "KL divergence vs. bits", "Mean per-token KL from the baseline per quantization "
-                   f"method against bits per weight.{band} {text}", quant, "kl_mean", "bits per weight"),
+                   "method against nominal bits per weight", quant, "kl_mean", "bits per weight", text),
         sweep_plot("prune-ppl", "Perplexity ratio vs. sparsity", "Perplexity ratio per pruning method against "
-                   f"realized sparsity.{band} {text}", prune, "ppl_ratio", "sparsity"),
+                   "realized sparsity", prune, "ppl_ratio", "sparsity", text),
         sweep_plot("prune-kl", "KL divergence vs. sparsity", "Mean per-token KL from the baseline per pruning "
-                   f"method against realized sparsity.{band} {text}", prune, "kl_mean", "sparsity"),
+                   "method against realized sparsity", prune, "kl_mean", "sparsity", text),
         pareto_plot(exam, text),
         layer_error_plot(exam, text),
         kl_distribution_plot(exam, text),

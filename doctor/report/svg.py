@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import matplotlib
@@ -16,7 +16,7 @@ from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter
 
-from doctor.results import CheckupResult
+from doctor.results import CheckupResult, Measurement
 
 # Colour-blind-safe palette (Okabe-Ito), assigned to series in a fixed order.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
@@ -104,25 +104,14 @@ def wants_log(values: list[float], span: float = 4.0) -> bool:
 
 def error_bars(checkups: list[CheckupResult], key: str) -> tuple[list[float], list[float]] | None:
     """Asymmetric error-bar lengths from the metric intervals, or None when any interval is missing."""
+    return error_bars_of([c.metrics[key] for c in checkups])
+
+
+def error_bars_of(measurements: list[Measurement]) -> tuple[list[float], list[float]] | None:
     below, above = [], []
-    for c in checkups:
-        m = c.metrics[key]
+    for m in measurements:
         if m.lower is None or m.upper is None:
             return None
         below.append(max(0.0, m.value - m.lower))
         above.append(max(0.0, m.upper - m.value))
     return below, above
-
-
-def threshold_lines(ax, checkups: list[CheckupResult], key: str, axis: str = "y") -> None:
-    """Dashed lines at every distinct threshold on `key` among these checkups."""
-    bounds: set[tuple[str, float]] = set()
-    for c in checkups:
-        for t in c.thresholds:
-            if t.key == key and t.max is not None:
-                bounds.add(("≤", t.max))
-            if t.key == key and t.min is not None:
-                bounds.add(("≥", t.min))
-    draw: Callable = ax.axhline if axis == "y" else ax.axvline
-    for sign, value in sorted(bounds, key=lambda b: b[1]):
-        draw(value, color=FAIL_COLOR, linestyle="--", linewidth=1.0, alpha=0.8, label=f"threshold {sign} {value:g}")

@@ -5,7 +5,6 @@ Findings are sorted by severity (most severe first), as deepchecks orders its re
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 
 from doctor.metrics import registry as metrics_registry
@@ -13,12 +12,11 @@ from doctor.modifications import registry
 from doctor.modifications.kinds.compose import leaves
 from doctor.predict.annotate import METRIC as PREDICTED_METRIC
 from doctor.report import format as fmt
+from doctor.report.evidence import EvidenceRow, evidence_rows
+from doctor.report.gate import Gate, SummaryRow, checkup_verdict, gate, summary_row
 from doctor.results import CheckupResult, Examination, Finding, Measurement, TextInfo
 from doctor.spec.checkup import severity_rank
 
-# Columns of the checkup overview, in this order, when any checkup measured them (the metric registry's
-# `summary` keys).
-SUMMARY_KEYS = metrics_registry.summary_keys()
 # The order of metric rows in a checkup's detail table (the registry's order); other keys follow alphabetically.
 METRIC_ORDER = metrics_registry.report_order()
 
@@ -42,6 +40,7 @@ class MetricCell:
 
 @dataclass(frozen=True)
 class CheckupRow:
+    anchor: str
     id: str
     description: str
     modification: str
@@ -49,7 +48,6 @@ class CheckupRow:
     status: str
     verdict: str
     error: str
-    summary: list[tuple[str, str]]  # (value, interval) per overview column
     metrics: list[MetricCell]
     realized: Pairs
     text: str
@@ -70,15 +68,22 @@ class FindingRow:
     recommendation: str
     reference: str
     checkups: str
-    evidence: Pairs
+    evidence: list[EvidenceRow]
     source: str
+    documented: bool  # the rule's explanation is in the report (results carry it)
 
 
 @dataclass(frozen=True)
-class Banner:
-    kind: str  # healthy | findings | failed
-    headline: str
-    details: list[str]
+class ThresholdMiss:
+    """A checkup that missed its `expect` limits: shown as one row of one table, not one card each."""
+
+    anchor: str
+    checkup: str
+    severity: str
+    metric: str
+    value: str
+    threshold: str
+    recommendation: str
 
 
 @dataclass(frozen=True)
@@ -88,19 +93,23 @@ class Plot:
     caption: str
     svg: str
     file: str
+    section: str = "plots"  # "localisation" puts a plot in its own section (layers x modules error)
 
 
 @dataclass
 class ReportView:
     title: str
     model: str
-    banner: Banner
+    gate: Gate
+    summary: list[SummaryRow]
+    misses: list[ThresholdMiss]
+    rule_docs: Pairs
+    signoff: Pairs
     facts: Pairs
     baseline: Pairs
     baseline_metrics: list[MetricCell]
     health: Pairs
     findings: list[FindingRow]
-    summary_labels: list[str]
     checkups: list[CheckupRow]
     texts: Pairs
     metadata: Pairs
@@ -113,20 +122,20 @@ class ReportView:
 
 
 def build_view(exam: Examination, plots: list[Plot] | None = None) -> ReportView:
-    keys = [k for k in SUMMARY_KEYS if any(k in c.metrics for c in exam.checkups)]
-    if all(c.value("params_ratio") in (None, 1.0) for c in exam.checkups):
-        keys = [k for k in keys if k != "params_ratio"]  # nothing removed anywhere: the column says nothing
     return ReportView(
         title=f"model-doctor examination: {exam.patient.id}",
         model=exam.patient.id,
-        banner=banner(exam),
+        gate=gate(exam),
+        summary=[summary_row(exam, c, i) for i, c in enumerate(exam.checkups, start=1)],
+        misses=threshold_misses(exam),
+        rule_docs=sorted(exam.rule_docs.items()),
+        signoff=signoff_rows(exam),
         facts=facts_rows(exam),
         baseline=baseline_rows(exam),
         baseline_metrics=[_cell(k, m, None, None) for k, m in _ordered(exam.baseline.metrics)],
         health=[(str(k), fmt.value_text(v)) for k, v in sorted(exam.baseline.health.items())],
-        findings=[finding_row(f) for f in sorted_findings(exam.findings)],
-        summary_labels=[fmt.metric_label(k) for k in keys],
-        checkups=[checkup_row(c, keys) for c in exam.checkups],
+        findings=[finding_row(f, exam.rule_docs) for f in sorted_findings(exam.findings) if f.rule != "expect"],
+        checkups=[checkup_row(c, i) for i, c in enumerate(exam.checkups, start=1)],
         texts=text_rows(exam),
         metadata=metadata_rows(exam),
         rule_files=sorted(exam.rule_files.items()),
@@ -144,31 +153,35 @@ def sorted_findings(findings: list[Finding]) -> list[Finding]:
     return sorted(findings, key=lambda f: -severity_rank(f.severity))
 
 
-def banner(exam: Examination) -> Banner:
-    failed = [c.id for c in exam.checkups if c.verdict == "fail"]
-    errors = [c.id for c in exam.checkups if c.status == "error" or c.verdict == "error"]
-    counts = Counter(f.severity for f in exam.findings)
-    details = []
-    if counts:
-        by_severity = sorted(counts.items(), key=lambda item: -severity_rank(item[0]))
-        details.append("Findings: " + ", ".join(f"{n} {sev}" for sev, n in by_severity))
-    if failed:
-        details.append(f"Thresholds failed in {len(failed)} checkup(s): " + ", ".join(failed))
-    if errors:
-        details.append(f"{len(errors)} checkup(s) could not run: " + ", ".join(errors))
-    passed = sum(1 for c in exam.checkups if c.verdict == "pass")
-    details.append(f"{passed} of {len(exam.checkups)} checkups passed; fail-on severity: {exam.fail_on}; "
-                   f"exit code {exam.exit_code}")
-    if exam.verdict == "healthy":
-        headline = "Healthy"
-        if counts:
-            headline += f": no findings at or above '{exam.fail_on}'"
-    elif exam.verdict == "findings":
-        worst = max(counts, key=severity_rank) if counts else exam.fail_on
-        headline = f"Findings at severity {worst}"
-    else:
-        headline = "Failed checkups"
-    return Banner(kind=exam.verdict, headline=headline, details=details)
+def threshold_misses(exam: Examination) -> list[ThresholdMiss]:
+    """Every missed threshold, most severe checkup first; the recommendation comes from the finding."""
+    advice = {f.checkups[0]: f.recommendation for f in exam.findings if f.rule == "expect" and f.checkups}
+    rows = []
+    for i, c in enumerate(exam.checkups, start=1):
+        for t in c.thresholds:
+            if not t.passed:
+                rows.append(ThresholdMiss(
+                    anchor=f"c-{i}", checkup=c.id, severity=c.severity, metric=fmt.metric_label(t.key),
+                    value="missing" if t.value is None else fmt.compact(t.value, t.key),
+                    threshold=fmt.bound(t.min, t.max), recommendation=advice.get(c.id, "")))
+    return sorted(rows, key=lambda r: -severity_rank(r.severity))
+
+
+def signoff_rows(exam: Examination) -> Pairs:
+    """What a reviewer signs: the exact command, tool and source, model and every input's hash."""
+    env = exam.environment
+    predictor = exam.predictor.get("sha256") or exam.predictor.get("error") or "–"
+    return [
+        ("command", env.command or "–"),
+        ("tool", f"model-doctor {env.tool_version}" + (f" (git {env.git_commit})" if env.git_commit else "")),
+        ("model", exam.patient.id + (f" (revision {exam.patient.revision})" if exam.patient.revision else "")),
+        ("weights SHA-256", exam.patient.weights_sha256 or "–"),
+        ("suite SHA-256", exam.suite_sha256 or "–"),
+        ("rule files", f"{len(exam.rule_files)} (SHA-256 of each in the audit section)"),
+        ("predictor SHA-256", str(predictor)),
+        ("evaluation text SHA-256", exam.baseline.text.sha256 or "–"),
+        ("verdict", f"{gate(exam).headline} (exit code {exam.exit_code})"),
+    ]
 
 
 def facts_rows(exam: Examination) -> Pairs:
@@ -253,7 +266,7 @@ def _cell(key: str, m: Measurement, c: CheckupResult | None, threshold_text: tup
                       expected_note=exp_note, residual=residual, threshold=bound, verdict=verdict, outside=outside)
 
 
-def checkup_row(c: CheckupResult, summary_keys: list[str]) -> CheckupRow:
+def checkup_row(c: CheckupResult, index: int) -> CheckupRow:
     thresholds = {t.key: (fmt.bound(t.min, t.max, t.key), "pass" if t.passed else "fail") for t in c.thresholds}
     cells = [_cell(k, m, c, thresholds.get(k)) for k, m in _ordered(c.metrics)]
     # A threshold on a metric that was never measured still deserves a row.
@@ -261,17 +274,10 @@ def checkup_row(c: CheckupResult, summary_keys: list[str]) -> CheckupRow:
         if t.key not in c.metrics:
             missing = Measurement(value=t.value if t.value is not None else float("nan"))
             cells.append(_cell(t.key, missing, c, thresholds[t.key]))
-    summary = []
-    for key in summary_keys:
-        m = c.metrics.get(key)
-        if m is None:
-            summary.append(("–", ""))
-        else:  # only the headline ppl ratio keeps its interval here; the details table has all of them
-            summary.append((fmt.number(m.value, key), fmt.interval(m.lower, m.upper, key) if key == "ppl_ratio" else ""))
     skip = {"sparsity_per_layer"}
     return CheckupRow(
         id=c.id, description=c.description, modification=fmt.modification_summary(c.modification),
-        severity=c.severity, status=c.status, verdict=c.verdict, error=c.error or "", summary=summary,
+        anchor=f"c-{index}", severity=c.severity, status=c.status, verdict=checkup_verdict(c), error=c.error or "",
         metrics=cells,
         realized=[(str(k), fmt.value_text(v)) for k, v in sorted(c.realized.items()) if k not in skip],
         text=describe_text(c.text), calibration=describe_text(c.calibration) if c.calibration else "",
@@ -281,11 +287,11 @@ def checkup_row(c: CheckupResult, summary_keys: list[str]) -> CheckupRow:
     )
 
 
-def finding_row(f: Finding) -> FindingRow:
+def finding_row(f: Finding, docs: dict[str, str]) -> FindingRow:
     return FindingRow(
         rule=f.rule, title=f.title, severity=f.severity, cause=f.cause, explanation=f.explanation,
         recommendation=f.recommendation, reference=f.reference, checkups=", ".join(f.checkups),
-        evidence=[(str(k), fmt.value_text(v)) for k, v in sorted(f.evidence.items())], source=f.source,
+        evidence=evidence_rows(f.evidence), source=f.source, documented=f.rule in docs,
     )
 
 

@@ -74,7 +74,7 @@ def test_coverage_is_reported_next_to_bits_and_sparsity():
     from doctor.backends.torch_backend import TorchBackend
     from doctor.metrics.measuring import Measuring
     from doctor.metrics.registry import groups
-    from doctor.report.view import SUMMARY_KEYS
+    from doctor.report.view import METRIC_ORDER
 
     patient = as_patient(tiny_model("llama"), "llama")
 
@@ -88,4 +88,4 @@ def test_coverage_is_reported_next_to_bits_and_sparsity():
     measuring = Measuring(session, None, TorchBackend(patient.model), None, SimpleNamespace(realized=realized))
     metrics = groups()["size"].measure_fn()(measuring)
     assert metrics["coverage"].value == 1.0 and metrics["coverage"].n == 100
-    assert SUMMARY_KEYS.index("coverage") == SUMMARY_KEYS.index("sparsity") + 1
+    assert METRIC_ORDER.index("coverage") == METRIC_ORDER.index("sparsity") + 1  # details table order

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from arch_zoo import tiny_model
 
-from doctor.report.diff import diff_examinations, render_diff
+from doctor.report.diff import diff_examinations
+from doctor.report.diff_report import render_diff_reports
 from doctor.runner import Options, examine
 from doctor.spec.checkup import Suite
 from tests.conftest import as_patient
@@ -30,5 +31,5 @@ def test_a_transformer_and_an_ssm_side_by_side(tmp_path):
     for checkup in ("rtn-4", "wanda-50"):
         assert {(checkup, "ppl_ratio"), (checkup, "kl_mean"), (checkup, "coverage")} <= paired
     assert [(cid, b) for cid, _a, b in d.verdicts] == [("heads-25", "error")]
-    text = render_diff(d, all_metrics=True)
+    text = render_diff_reports(d, *exams, every=True)["diff.md"]
     assert "llama → mamba" in text and "coverage" in text

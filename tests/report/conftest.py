@@ -124,6 +124,8 @@ def build_examination(model_id: str = "stories260k", rule_title: str = "Outlier 
                            dtype="float32", tied_embeddings=True, weights_sha256="ef" * 32),
         suite={"name": "standard", "checkups": [c.id for c in checkups]}, suite_path=suite_path,
         suite_sha256="12" * 32, rule_files={"rules/QZ01.yaml": "34" * 32, "rules/PR02.yaml": "56" * 32},
+        rule_docs={"QZ01": "RTN falls off a cliff below 4 bits where GPTQ does not.",
+                   "PR02": "Magnitude pruning loses more than Wanda at the same sparsity."},
         predictor={"name": "demo-ols-v1", "sha256": "78" * 32},
         environment=Environment(tool_version="0.1.0", python="3.11.2", platform="Linux-x86_64",
                                 libraries={"torch": "2.13.0", "transformers": "5.24.0"}, device="cpu",

@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 
 from doctor.cli import main
 from doctor.report import write_reports
-from doctor.report.diff import diff_examinations, intervals_overlap, render_diff
+from doctor.report.diff import diff_examinations, intervals_overlap
+from doctor.report.diff_report import terminal_summary
 from doctor.report.json import write_results
-from doctor.results import Examination, Finding, Measurement
+from doctor.results import Examination, Finding, Measurement, ThresholdVerdict
 
 
 def _with_metric(exam: Examination, cid: str, key: str, m: Measurement, **update) -> Examination:
@@ -28,47 +29,68 @@ def _with_metric(exam: Examination, cid: str, key: str, m: Measurement, **update
 
 def test_identical_examinations_do_not_differ(exam: Examination) -> None:
     d = diff_examinations(exam, exam)
-    assert not d.changed and d.metrics and not any(m.beyond for m in d.metrics)
-    assert "No change beyond the intervals" in render_diff(d)
+    assert d.exit_code == 0 and d.metrics and not d.worse and not d.gate_changed
+    assert {m.status for m in d.metrics} <= {"within noise", "no interval"}
 
 
 def test_move_within_the_interval_is_not_a_change(exam: Examination) -> None:
     m = exam.checkups[1].metrics["ppl_ratio"]
     nudged = m.model_copy(update={"value": m.value * 1.001, "lower": m.lower * 1.001, "upper": m.upper * 1.001})
-    assert not diff_examinations(exam, _with_metric(exam, exam.checkups[1].id, "ppl_ratio", nudged)).changed
+    assert diff_examinations(exam, _with_metric(exam, exam.checkups[1].id, "ppl_ratio", nudged)).exit_code == 0
 
 
-def test_move_beyond_the_interval_and_verdict_flip_are_changes(exam: Examination) -> None:
+def test_move_beyond_the_interval_and_verdict_flip_are_worse(exam: Examination) -> None:
     cid = "rtn-w4g32"
     worse = Measurement(value=1.5, lower=1.45, upper=1.55, n=80)
-    b = _with_metric(exam, cid, "ppl_ratio", worse, verdict="fail")
+    b = _with_metric(exam, cid, "ppl_ratio", worse, verdict="fail",
+                     thresholds=[ThresholdVerdict(key="ppl_ratio", max=1.1, value=1.5, passed=False)])
     d = diff_examinations(exam, b)
-    assert d.changed
-    moved = [m for m in d.metrics if m.beyond]
-    assert [(m.checkup, m.metric) for m in moved] == [(cid, "ppl_ratio")]
-    assert moved[0].overlap is False
-    assert d.verdicts == [(cid, "pass", "fail")]
-    text = render_diff(d)
-    assert "Verdict changes" in text and "CHANGED" in text
+    assert [(m.checkup, m.metric, m.status) for m in d.worse] == [(cid, "ppl_ratio", "worse")]
+    assert d.verdicts == [(cid, "pass", "fail")] and d.exit_code == 1
+    assert diff_examinations(b, exam).exit_code == 0  # the way back is better, not worse
+    assert [m.status for m in diff_examinations(b, exam).metrics if m.checkup == cid and m.metric == "ppl_ratio"] \
+        == ["better"]
 
 
-def test_metric_without_interval_uses_rtol(exam: Examination) -> None:
+def test_metric_without_interval_is_shown_never_judged(exam: Examination) -> None:
     cid = exam.checkups[0].id
     base = exam.checkups[0].metrics["kl_p99"].value
-    small = _with_metric(exam, cid, "kl_p99", Measurement(value=base * 1.005))
-    large = _with_metric(exam, cid, "kl_p99", Measurement(value=base * 1.05))
-    assert not diff_examinations(exam, small).changed
-    assert diff_examinations(exam, large).changed
-    assert not diff_examinations(exam, large, rtol=0.1).changed
+    d = diff_examinations(exam, _with_metric(exam, cid, "kl_p99", Measurement(value=base * 1.5)))
+    assert d.exit_code == 0
+    assert [m.status for m in d.metrics if m.checkup == cid and m.metric == "kl_p99"] == ["no interval"]
 
 
-def test_new_and_resolved_findings_and_checkups(exam: Examination) -> None:
-    extra = Finding(rule="NEW1", title="new problem", severity="high", cause="x", explanation="y", checkups=["a"])
-    b = exam.model_copy(update={"findings": exam.findings[1:] + [extra], "checkups": exam.checkups[1:]})
+def test_different_texts_are_not_judged(exam: Examination) -> None:
+    cid = "rtn-w4g32"
+    other = exam.baseline.text.model_copy(update={"tokens": 8192, "windows": 16, "sha256": "ff" * 32})
+    b = _with_metric(exam, cid, "ppl_ratio", Measurement(value=1.5, lower=1.45, upper=1.55), text=other)
+    b = b.model_copy(update={"baseline": b.baseline.model_copy(update={"text": other})})
     d = diff_examinations(exam, b)
+    assert d.texts_differ and not d.worse and d.exit_code == 0
+    assert [m.status for m in d.metrics if m.checkup == cid and m.metric == "ppl_ratio"] == ["texts differ"]
+
+
+def test_findings_are_new_resolved_or_no_longer_measured(exam: Examination) -> None:
+    gone = exam.checkups[0].id
+    on_gone = Finding(rule="OLD1", title="about a dropped checkup", severity="low", cause="x", explanation="y",
+                      checkups=[gone])
+    a = exam.model_copy(update={"findings": [*exam.findings, on_gone]})
+    extra = Finding(rule="NEW1", title="new problem", severity="high", cause="x", explanation="y",
+                    checkups=[exam.checkups[3].id])
+    b = exam.model_copy(update={"findings": exam.findings[1:] + [extra], "checkups": exam.checkups[1:]})
+    d = diff_examinations(a, b)
     assert [f.rule for f in d.new_findings] == ["NEW1"]
     assert [f.rule for f in d.resolved_findings] == [exam.findings[0].rule]
-    assert d.removed_checkups == [exam.checkups[0].id] and d.changed
+    assert [f.rule for f in d.unmeasured_findings] == ["OLD1"]
+    assert d.only_a == [gone]
+
+
+def test_gate_turning_to_fail_exits_1(exam: Examination) -> None:
+    passing = [c for c in exam.checkups if c.verdict == "pass"]
+    good = exam.model_copy(update={"checkups": passing, "findings": [], "exit_code": 0, "verdict": "healthy"})
+    d = diff_examinations(good, exam)
+    assert d.a_gate.state == "pass" and d.b_gate.state == "fail" and d.gate_to_fail and d.exit_code == 1
+    assert "changed to fail" in terminal_summary(d)
 
 
 @given(st.floats(0, 10), st.floats(0, 5), st.floats(0, 10), st.floats(0, 5))
@@ -80,15 +102,22 @@ def test_interval_overlap_is_symmetric_and_reflexive(a: float, wa: float, b: flo
     assert intervals_overlap(ma, mb) == (abs(a - b) <= wa + wb)
 
 
-def test_cli_diff_exit_codes(tmp_path: Path, exam: Examination) -> None:
+def test_cli_diff_writes_both_files_and_exits_on_regression(tmp_path: Path, exam: Examination) -> None:
     a = write_results(exam, tmp_path / "a" / "results.json")
     b = write_results(_with_metric(exam, "rtn-w4g32", "ppl_ratio", Measurement(value=2.0, lower=1.9, upper=2.1)),
                       tmp_path / "b" / "results.json")
     runner = CliRunner()
     same = runner.invoke(main, ["diff", str(a), str(a)])
     assert same.exit_code == 0, same.output
-    changed = runner.invoke(main, ["diff", str(a), str(b)])
-    assert changed.exit_code == 1 and "rtn-w4g32" in changed.output
+    changed = runner.invoke(main, ["diff", str(a), str(b), "--out", str(tmp_path / "cmp")])
+    assert changed.exit_code == 1 and "rtn-w4g32 ppl ratio" in changed.output
+    assert "|" not in changed.output and "#" not in changed.output  # plain lines, the tables are in the files
+    html = (tmp_path / "cmp" / "diff.html").read_text()
+    md = (tmp_path / "cmp" / "diff.md").read_text()
+    assert "Release gate:" in html and "default-src 'none'" in html and "<script" not in html
+    assert md.index("Release gate:") < md.index("## Shared checkups") < md.index("## Findings")
+    assert "| rtn-w4g32 | ppl ratio |" in md and "| worse |" in md
+    assert (tmp_path / "cmp" / "plots" / "diff-shared.svg").is_file()
     bad = runner.invoke(main, ["diff", str(a), str(tmp_path / "missing.json")])
     assert bad.exit_code == 2 and "no such results file" in bad.output
 
@@ -116,3 +145,12 @@ def test_cli_report_bad_file_is_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["report", str(path)])
     assert result.exit_code == 2
     assert len(result.output.strip().splitlines()) == 1 and "not valid JSON" in result.output
+
+
+def test_all_lists_every_shared_metric(exam: Examination) -> None:
+    from doctor.report.diff_report import render_diff_reports
+
+    d = diff_examinations(exam, exam)
+    short, every = render_diff_reports(d, exam, exam)["diff.md"], render_diff_reports(d, exam, exam, every=True)["diff.md"]
+    assert "| kl p99 |" not in short.lower().replace("kl_p99", "kl p99") and "KL p99" not in short
+    assert "KL p99" in every and every.count("within noise") + every.count("no interval") > short.count("within noise")

@@ -80,3 +80,45 @@ def test_pareto_front_is_exactly_the_non_dominated_points(pairs: list[tuple[floa
         if p[2] not in names:
             # Off the front: beaten, or a tie in both coordinates with a point already on it.
             assert dominated(p) or any((q[0], q[1]) == (p[0], p[1]) for q in front)
+
+
+def _plot(plots, name):
+    return next(p for p in plots if p.name == name)
+
+
+def test_captions_name_only_what_is_drawn(exam: Examination) -> None:
+    plots = make_plots(exam)
+    kl = _plot(plots, "quant-kl").caption
+    assert "No checkup sets a threshold on KL mean" in kl and "Dashed" not in kl and "Short bars" not in kl
+    assert "Short bars" in _plot(plots, "quant-ppl").caption  # thresholds differ by bit width
+    assert "Dashed: the threshold 1.3" in _plot(plots, "prune-ppl").caption  # every pruning checkup shares it
+
+
+def test_a_band_needs_a_range(exam: Examination) -> None:
+    lonely = [c if c.modification.get("bits") == 4 else c.model_copy(update={"expected": {}})
+              for c in exam.checkups]
+    caption = _plot(make_plots(exam.model_copy(update={"checkups": lonely})), "quant-ppl").caption
+    assert "Shaded" not in caption and "predicted band" not in _plot(
+        make_plots(exam.model_copy(update={"checkups": lonely})), "quant-ppl").svg
+
+
+def test_sparsity_ticks_are_not_repeated(exam: Examination) -> None:
+    nudged = [c.model_copy(update={"metrics": {**c.metrics, "sparsity": c.metrics["sparsity"].model_copy(
+        update={"value": 0.4999})}}) if c.id == "wanda-50" else c for c in exam.checkups]
+    svg = _plot(make_plots(exam.model_copy(update={"checkups": nudged})), "prune-ppl").svg
+    ticks = re.findall(r"<text[^>]*>(0\.\d+)</text>", svg)
+    assert ticks.count("0.5") == 1
+
+
+def test_pareto_labels_every_point_without_overlap(exam: Examination) -> None:
+    svg = _plot(make_plots(exam), "pareto").svg
+    measured = [c.id for c in exam.checkups if c.status == "ok"]
+    assert all(f">{cid}<" in svg for cid in measured)
+    assert "safe zone" not in svg
+
+
+def test_kl_distribution_is_always_logarithmic(exam: Examination) -> None:
+    zero = exam.checkups[0].model_copy(update={"metrics": {**exam.checkups[0].metrics, **{
+        k: exam.checkups[0].metrics[k].model_copy(update={"value": 0.0}) for k in ("kl_mean", "kl_median")}}})
+    plot = _plot(make_plots(exam.model_copy(update={"checkups": [zero, *exam.checkups[1:]]})), "kl-distribution")
+    assert "log scale" in plot.caption and "exactly 0 are drawn at the left edge" in plot.caption

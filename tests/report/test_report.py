@@ -95,7 +95,7 @@ def test_html_requests_nothing_external(rendered: dict[str, str]) -> None:
 
 def test_html_shows_verdict_facts_and_every_checkup(exam: Examination, rendered: dict[str, str]) -> None:
     html = rendered["report.html"]
-    assert "banner-findings" in html and "Findings at severity critical" in html
+    assert "gate-fail" in html and "Release gate: FAIL" in html and "critical &#39;A checkup could not run&#39;" in html
     for c in exam.checkups:
         assert f">{c.id}<" in html
     assert exam.patient.weights_sha256 in html and exam.suite_sha256 in html
@@ -110,10 +110,10 @@ def test_findings_sorted_by_severity(rendered: dict[str, str]) -> None:
     assert order == sorted(order)
 
 
-@pytest.mark.parametrize("verdict,kind", [("healthy", "Healthy"), ("failed", "Failed checkups")])
-def test_banner_follows_the_verdict(verdict: str, kind: str) -> None:
-    exam = build_examination().model_copy(update={"verdict": verdict})
-    assert kind in render_html(build_view(exam))
+def test_a_recorded_healthy_verdict_cannot_hide_an_errored_checkup() -> None:
+    exam = build_examination().model_copy(update={"verdict": "healthy", "exit_code": 0})
+    html = render_html(build_view(exam))
+    assert "Release gate: FAIL" in html and "sparsegpt-2-4 could not be measured" in html
 
 
 @pytest.mark.parametrize("content,expected", [
@@ -166,5 +166,5 @@ def test_audit_texts_timings_backend_size_and_latency_are_shown() -> None:
         # per checkup: start, end (start + duration, across the hour) and duration
         assert "2025-01-01T10:59:58+00:00" in text and "2025-01-01T11:00:01+00:00" in text, name
     plots = {n: t for n, t in files.items() if n.endswith(".svg")}
-    assert "predicted band" in plots["plots/quant-ppl.svg"] and "threshold ≤ 1.1" in plots["plots/quant-ppl.svg"]
-    assert "predicted band" in plots["plots/prune-ppl.svg"] and "threshold ≤ 1.3" in plots["plots/prune-ppl.svg"]
+    assert "predicted band" in plots["plots/quant-ppl.svg"] and "threshold of each checkup" in plots["plots/quant-ppl.svg"]
+    assert "predicted band" in plots["plots/prune-ppl.svg"] and "threshold 1.3 (every checkup)" in plots["plots/prune-ppl.svg"]
