@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # torch loads in seconds; input checks must not wait for it
     import torch
 
+    from doctor.history import History
+
 from doctor.errors import ModelLoadError
 from doctor.model_files import (
     check_config,
@@ -85,6 +87,9 @@ def check_reference(ref: str | None, *, allow_pickle: bool = False) -> tuple[str
 
     Cheap (no torch or transformers), so `examine` runs it before anything slow."""
     source = resolve_reference(ref)
+    gguf = gguf_file(source)
+    if gguf is not None:  # a known name, a .gguf file or a folder holding one: the file itself is the model
+        return source, gguf, True
     path = Path(source).expanduser()
     local = path.exists()
     if local:
@@ -122,6 +127,8 @@ def load_patient(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source, path, local = check_reference(ref, allow_pickle=allow_pickle)
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return load_gguf_patient(path, source=source, device=device, dtype=dtype)
     import torch
 
     torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
@@ -146,6 +153,38 @@ def load_patient(
     local_dir = path.resolve() if local else None
     facts = extract_facts(model, name=_display_name(source, local_dir), weights_dir=local_dir)
     return Patient(model=model, tokenizer=tokenizer, facts=facts, source=source, local_dir=local_dir)
+
+
+def load_gguf_patient(path: Path, *, source: str, device: str = "cpu", dtype: str = "float32") -> Patient:
+    """A GGUF file as the patient: the dequantized model, with the file's facts recorded beside the model's."""
+    from doctor.gguf.load import float32_linears, load_gguf
+    from doctor.history import detect_history
+
+    loaded = load_gguf(path, dtype=dtype, device=device)
+    check_finite(loaded.model, str(path))
+    stem = path.name[: -len(".gguf")] if path.name.lower().endswith(".gguf") else path.name
+    facts = extract_facts(loaded.model, name=stem, scan_history=False)  # hub GGUFs are named model + type
+    facts.weights_sha256 = loaded.facts.sha256
+    facts.source_format = "gguf"
+    facts.source_file = {**loaded.facts.to_record(), "dequantized": "float32 (exact), cached as safetensors",
+                         "cache": str(loaded.folder)}
+    meta = loaded.facts.metadata
+    identify_family(facts, [("GGUF general.basename", meta.get("basename")), ("GGUF general.name", meta.get("name")),
+                            ("GGUF file name", path.name), ("GGUF tokenizer.ggml.pre", meta.get("tokenizer.ggml.pre"))])
+    weights = None if dtype == "float32" else float32_linears(loaded)
+    record_history(facts, detect_history(loaded.model, loaded.facts.linear_types, weights=weights))
+    patient = Patient(model=loaded.model, tokenizer=loaded.tokenizer, facts=facts, source=source,
+                      local_dir=loaded.folder)
+    patient.extra["gguf"] = loaded.facts
+    return patient
+
+
+def gguf_file(source: str) -> Path | None:
+    """A known model name (e.g. smollm2-135m), a .gguf file, or a folder holding one .gguf and no config.json."""
+    from doctor.gguf.named import find_gguf, locate_named
+
+    named = locate_named(source)
+    return named if named is not None else find_gguf(Path(source).expanduser())
 
 
 def _load_failure(source: str, exc: Exception, offline: bool) -> str:
@@ -175,10 +214,11 @@ def count_params(model: torch.nn.Module) -> int:
     return total
 
 
-def extract_facts(model: torch.nn.Module, name: str, weights_dir: Path | None = None) -> ModelFacts:
+def extract_facts(model: torch.nn.Module, name: str, weights_dir: Path | None = None,
+                  scan_history: bool = True) -> ModelFacts:
     cfg = model.config
     heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", 0)
-    return ModelFacts(
+    facts = ModelFacts(
         id=name,
         architecture=(getattr(cfg, "architectures", None) or [type(model).__name__])[0],
         model_type=getattr(cfg, "model_type", "unknown"),
@@ -196,3 +236,49 @@ def extract_facts(model: torch.nn.Module, name: str, weights_dir: Path | None = 
         weights_sha256=weights_sha256(weights_dir),
         revision=getattr(cfg, "_commit_hash", None),  # the hub commit, when loaded from a hub snapshot
     )
+    identify_family(facts, [("config.json _name_or_path", _config_name(model, weights_dir)),
+                            ("model name", name)])
+    if scan_history:
+        from doctor.history import detect_history
+
+        record_history(facts, detect_history(model))
+    return facts
+
+
+def _config_name(model: torch.nn.Module, weights_dir: Path | None) -> str | None:
+    """The name the checkpoint was saved under (config.json's own `_name_or_path`), else the loaded id."""
+    import json
+
+    config = weights_dir / "config.json" if weights_dir is not None else None
+    if config is not None and config.is_file():
+        try:
+            saved = json.loads(config.read_text()).get("_name_or_path")
+        except (OSError, ValueError, AttributeError):
+            saved = None
+        if saved:
+            return str(saved)
+    loaded = getattr(model.config, "_name_or_path", None)
+    return str(loaded) if loaded else None
+
+
+def identify_family(facts: ModelFacts, named: list[tuple[str, str | None]]) -> None:
+    """Family, training tokens and the evidence for them, from names in order of trust (then the vocabulary)."""
+    from doctor.predict.families import identify
+    from doctor.predict.table import family_fact
+
+    identity = identify(named, facts.vocab)
+    if identity is None:
+        return
+    fact = family_fact(identity.family, identity.name)
+    facts.family = identity.family
+    facts.family_evidence = identity.evidence
+    facts.training_tokens = fact.training_tokens if fact else None
+
+
+def record_history(facts: ModelFacts, history: History) -> None:
+    """The prior-quantization scan, and its dominant grid as the two facts rules and the predictor read."""
+    facts.history = history.to_record()
+    dominant = history.dominant
+    if dominant is not None:
+        facts.prior_bits = dominant["bits"]
+        facts.prior_group_size = -1 if dominant["group_size"] == "row" else dominant["group_size"]

@@ -35,7 +35,13 @@ class ModelFacts(Record):
     tied_embeddings: bool = False
     family: str | None = None
     training_tokens: float | None = None
+    family_evidence: str | None = None  # where the family was read (GGUF metadata, config.json, name, tokenizer)
     weights_sha256: str | None = None
+    source_format: str = "huggingface"  # "gguf": the baseline is a dequantized checkpoint of that file
+    source_file: dict[str, Any] | None = None  # the GGUF's own facts (name, types and their share, size, hash)
+    prior_bits: int | None = None  # already quantized: the grid most weights lie on (None: not found)
+    prior_group_size: int | None = None  # inputs per group of that grid; -1: one scale per output row
+    history: dict[str, Any] | None = None  # the prior-quantization scan: layouts, layers, levels per group
     revision: str | None = None  # the hub commit of the loaded snapshot
 
 
@@ -85,6 +91,10 @@ class Expected(Record):
     in_domain: bool = True
     warning: str | None = None
     predictor: str = ""
+    history: Literal["at-or-above", "below"] | None = None  # the new grid against the patient's existing one
+    fresh_point: float | None = None  # what an unquantized model would be expected to lose (before history)
+    fresh_lower: float | None = None
+    fresh_upper: float | None = None
 
 
 class LayerStat(Record):
@@ -129,6 +139,7 @@ class Baseline(Record):
     text: TextInfo
     layers: list[LayerStat] = Field(default_factory=list)
     health: dict[str, Any] = Field(default_factory=dict)
+    precision: dict[str, Any] | None = None  # the --dtype auto decision and its first-window check
     duration_s: float = 0.0
 
 

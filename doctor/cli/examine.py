@@ -54,7 +54,8 @@ def resume_command(ctx: click.Context, out: Path) -> str:
 @click.option("--rules", "rule_dirs", multiple=True, type=click.Path(path_type=Path), help="Extra rule directory.")
 @click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True)
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16", "auto"]), default="float32",
+              show_default=True, help="auto: bfloat16 where fast and within 1% of float32 on the first window.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder (default reports/<model>-<time>).")
 @click.option("--resume", is_flag=True, help="Reuse the results already in --out/results.jsonl.")
 @click.option("--overwrite", is_flag=True, help="Start again in an --out that holds an examination (its "
@@ -71,7 +72,7 @@ def resume_command(ctx: click.Context, out: Path) -> str:
 def examine(ctx: click.Context, model: str | None, suite: str, rule_dirs: tuple[Path, ...], backend: str, device: str,
             dtype: str, out: Path | None, resume: bool, overwrite: bool, fail_on: str, max_windows: int | None,
             no_predictor: bool, predictor_dir: Path | None, allow_pickle: bool, trust_remote_code: bool) -> None:
-    """Examine MODEL (a Hugging Face folder or hub id; the bundled demo model when omitted)."""
+    """Examine MODEL (a Hugging Face folder or hub id, a .gguf file, or smollm2-135m; the demo model when omitted)."""
     from doctor.cli.progress import Progress
     from doctor.errors import DoctorError
     from doctor.patient import check_reference, load_patient
@@ -96,7 +97,8 @@ def examine(ctx: click.Context, model: str | None, suite: str, rule_dirs: tuple[
         check_reference(model, allow_pickle=allow_pickle)
         device = _device(device)
         _quiet_transformers()
-        patient = load_patient(model, device=device, dtype=dtype, allow_pickle=allow_pickle,
+        patient = load_patient(model, device=device, dtype="float32" if dtype == "auto" else dtype,
+                               allow_pickle=allow_pickle,
                                trust_remote_code=trust_remote_code)
         if out is None:
             out = _default_out(patient.facts.id)
@@ -104,7 +106,7 @@ def examine(ctx: click.Context, model: str | None, suite: str, rule_dirs: tuple[
         options = Options(out_dir=out, backend=backend, device=device, resume=resume, fail_on=fail_on,
                           rule_dirs=list(rule_dirs), suite_path=_suite_label(checked.path),
                           suite_sha256=checked.sha256, use_predictor=not no_predictor, predictor_dir=predictor_dir,
-                          rules=checked.rules, command=_command_line())
+                          rules=checked.rules, dtype=dtype, command=_command_line())
         if overwrite and (moved := move_aside(out)) is not None:
             click.echo(f"previous results moved to {moved}", err=True)
         loaded = checked.suite

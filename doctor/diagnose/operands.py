@@ -21,7 +21,8 @@ from doctor.spec.modification import Spec
 
 NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 CHECKUP_FIELDS = ("id", "status", "verdict", "error", "calibration", "backend", "severity", "description")
-EXPECTED_FIELDS = ("point", "lower", "upper", "residual", "z", "outside", "level", "in_domain", "metric")
+EXPECTED_FIELDS = ("point", "lower", "upper", "residual", "z", "outside", "level", "in_domain", "metric", "history",
+                   "fresh_point", "fresh_lower", "fresh_upper")
 LAYER_AGGREGATES = ("max", "min", "mean", "sum", "count", "argmax", "top_share")
 SWEEP_AGGREGATES = (
     "count", "distinct", "max", "min", "mean", "median", "sum", "spread", "cv", "ratio",
@@ -189,7 +190,8 @@ class ExpectedOperand(Operand):
         kind = {"outside": "inside", "metric": "ppl_ratio", "in_domain": True}
         out = {name: kind.get(self.field, 1.0), f"{name}_metric": "ppl_ratio", f"{name}_observed": 1.0}
         out.update({f"{name}_{k}": 1.0 for k in ("point", "lower", "upper", "level", "residual", "z")})
-        out.update({f"{name}_outside": "inside", f"{name}_in_domain": True})
+        out.update({f"{name}_outside": "inside", f"{name}_in_domain": True, f"{name}_history": "below"})
+        out.update({f"{name}_fresh_{k}": 1.0 for k in ("point", "lower", "upper")})
         return out
 
     def _resolve(self, scope):
@@ -201,6 +203,9 @@ class ExpectedOperand(Operand):
         exp = checkup.expected[key]
         extras = {k: getattr(exp, k) for k in ("metric", "point", "lower", "upper", "level", "residual", "z", "outside")}
         extras.update(in_domain=exp.in_domain, observed=metric_value(checkup, key))
+        if exp.history is not None:  # the patient's existing grid changed this expectation
+            extras.update(history=exp.history, fresh_point=exp.fresh_point, fresh_lower=exp.fresh_lower,
+                          fresh_upper=exp.fresh_upper)
         return getattr(exp, self.field), extras
 
 

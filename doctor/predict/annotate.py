@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from doctor.predict import features as F
+from doctor.predict import history
 from doctor.predict.accuracy import annotate_accuracy, load_accuracy
 from doctor.predict.adapt import Anchor, adapt, delta_sd_from_interval, is_mild
 from doctor.predict.cases import Unsupported, cases_for
@@ -115,11 +116,16 @@ def annotate(exam: Examination, predictor_dir: Path | None = None) -> None:
     for item in items:
         if len(item.cases) == 1:
             item.prior = predictor.predict_case(item.cases[0])
-    anchors = _anchors(items)
+    # a checkup on an already-quantized patient says nothing about a fresh model's offset: never an anchor
+    anchors = _anchors([i for i in items if history.relation(exam.patient, i.cases) is None])
     ppl = exam.baseline.metrics.get("ppl")
     cap = exam.patient.vocab / ppl.value if ppl and ppl.value > 0 and exam.patient.vocab > 0 else None
     for item in items:
-        expected = _cap_ratio(_expected_for(item, predictor, anchors), cap)
+        expected = _expected_for(item, predictor, anchors)
+        if history.relation(exam.patient, item.cases) is not None:
+            expected = history.compounded(exam.patient, item.cases[0], predictor, expected)
+            expected = with_observation(expected, item.observed, None) if item.observed else expected
+        expected = _cap_ratio(expected, cap)
         if item.observed:  # where the observation falls, against the (capped) bounds
             side = ("above" if item.observed > expected.upper else "below" if item.observed < expected.lower
                     else "inside")

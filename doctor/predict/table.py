@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from doctor.errors import DataError
+from doctor.predict.families import family_of, model_matches
 from doctor.resources import PREDICTORS_DIR
 
 log = logging.getLogger(__name__)
@@ -51,18 +52,16 @@ def _family_rows() -> tuple[dict, ...]:
 
 
 def family_fact(family: str | None, model: str | None = None) -> FamilyFact | None:
-    """Training tokens for a family (exact name first, else the first `match` regex hitting family or model)."""
+    """Training tokens for a family: its exact name, else the family the alias table finds in `family` or `model`
+    (whole tokens: llama-30b is LLaMA, not LLaMA-3); a row's `model_match` picks the size when `model` has one."""
     rows = _family_rows()
-    names = [s.lower() for s in (family, model) if s]
-    if not names:
-        return None
-    candidates = [r for r in rows if family and r["family"].lower() == family.lower()]
-    if not candidates:
-        hit = next((r for r in rows if any(re.search(r["match"], n) for n in names)), None)
-        candidates = [r for r in rows if hit and r["family"] == hit["family"]]
+    known = {r["family"].lower(): r["family"] for r in rows}
+    name = known.get(family.lower()) if family else None
+    name = name or family_of(family) or family_of(model)
+    candidates = [r for r in rows if r["family"] == name]
     if not candidates:
         return None
-    chosen = next((r for r in candidates if r["model_match"] and model and re.search(r["model_match"], model.lower())),
+    chosen = next((r for r in candidates if r["model_match"] and model and model_matches(r["model_match"], model)),
                   None) or next((r for r in candidates if not r["model_match"]), candidates[0])
     tokens = float(chosen["training_tokens"]) if chosen["training_tokens"] else None
     return FamilyFact(family=chosen["family"], training_tokens=tokens, source=chosen["source"])

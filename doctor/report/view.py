@@ -203,8 +203,23 @@ def facts_rows(exam: Examination) -> Pairs:
         rows.append(("family", p.family))
     if p.training_tokens is not None:
         rows.append(("training tokens", fmt.number(p.training_tokens)))
+    rows += source_rows(p)
     rows.append(("weights SHA-256", p.weights_sha256 or "–"))
     return rows
+
+
+def source_rows(p) -> Pairs:
+    """Where the weights came from: a GGUF baseline is a dequantized checkpoint, and the report says so."""
+    src = p.source_file
+    if p.source_format != "gguf" or not src:
+        return []
+    types = ", ".join(f"{kind} {share:.1%}" for kind, share in src.get("type_share", {}).items())
+    return [
+        ("source format", f"GGUF ({src.get('architecture')}), {fmt.number(src.get('file_size'))} bytes; "
+                          f"the baseline is its dequantized checkpoint ({src.get('dequantized', 'float32')})"),
+        ("GGUF name", src.get("name") or "–"),
+        ("GGUF tensor types (share of weights)", types or "–"),
+    ]
 
 
 def describe_text(text: TextInfo | None) -> str:
@@ -230,7 +245,17 @@ def baseline_rows(exam: Examination) -> Pairs:
         ("text SHA-256", b.text.sha256 or "–"),
         ("duration", fmt.duration(b.duration_s)),
     ]
+    if b.precision:
+        rows.append(("dtype (--dtype auto)", precision_text(b.precision)))
     return rows
+
+
+def precision_text(p: dict) -> str:
+    text = f"{p.get('chosen')}: {p.get('reason')}"
+    if p.get("fp32_ppl") is not None:
+        text += (f" (first window of {p.get('window_tokens')} tokens: float32 PPL {p['fp32_ppl']:.4g}, bfloat16 "
+                 f"{p['bf16_ppl']:.4g}, change {p['relative_change']:+.3%}, bound ±{p['bound']:.0%})")
+    return text
 
 
 def _note(m: Measurement) -> str:

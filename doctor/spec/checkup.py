@@ -37,7 +37,7 @@ class EvalSpec(Spec):
     """The evaluation text and windowing shared by the baseline and every checkup."""
 
     corpus: str = Field("auto", description="bundled corpus name, a text file path, or 'auto' (model default)")
-    seq_len: int | None = Field(None, ge=8, description="window length; default and cap: the model's context")
+    seq_len: int | None = Field(None, ge=8, description="window length; default 2048 (the literature's), capped by the model's context")
     max_windows: int | None = Field(None, ge=1)
     bootstrap: int = Field(1000, ge=0, description="bootstrap resamples over windows for intervals")
     kl_top_k: int | None = Field(

@@ -263,3 +263,50 @@ def test_every_builtin_rule_has_tests_here():
     source = Path(__file__).read_text(encoding="utf-8")
     missing = [rule_id for rule_id in RULES if f'"{rule_id}"' not in source]
     assert missing == []
+
+
+# ---- prior quantization (history) ------------------------------------------------------------------------
+
+
+HISTORY = {"linears": 211, "on_grid": 211, "layers": "0-29", "off_grid": [], "gguf_types": {"Q4_1": 210, "Q8_0": 1},
+           "levels_per_group": {"10": 3, "11": 7, "16": 2},
+           "layouts": [{"bits": 4, "group_size": 32, "scheme": "float offset", "linears": 210, "params": 9,
+                        "examples": []},
+                       {"bits": 8, "group_size": 32, "scheme": "symmetric", "linears": 1, "params": 1, "examples": []}]}
+
+
+def test_prior_quantization_names_grid_layers_and_histogram():
+    e = exam([])
+    e.patient = e.patient.model_copy(update={"prior_bits": 4, "prior_group_size": 32, "history": HISTORY})
+    (finding,) = findings("prior-quantization", e)
+    assert (finding.severity, finding.evidence["bits"], finding.evidence["group_size"]) == ("info", 4, 32)
+    assert finding.evidence["history"]["levels_per_group"] == {"10": 3, "11": 7, "16": 2}
+    assert "~4 bits, groups of 32 inputs" in finding.explanation and "decoder layers 0-29" in finding.explanation
+    assert "210 Q4_1" in finding.explanation and "float offset" in finding.explanation
+
+
+def test_prior_quantization_quiet_on_float_weights():
+    e = exam([])
+    e.patient = e.patient.model_copy(update={"history": {**HISTORY, "layouts": [], "on_grid": 0}})
+    assert findings("prior-quantization", e) == []
+
+
+def history_checkup(observed: float, outside: str, history: str = "below"):
+    e = expected("ppl_ratio", 1.27, 1.05, 2.76, outside, in_domain=False)
+    e = e.model_copy(update={"history": history, "fresh_point": 1.1, "fresh_lower": 1.0, "fresh_upper": 1.25})
+    e2 = exam([quant("rtn-w4-g128", 4, observed, group_size=128, expected={"ppl_ratio": e})])
+    e2.patient = e2.patient.model_copy(update={"prior_bits": 4, "prior_group_size": 32, "history": HISTORY})
+    return e2
+
+
+def test_history_explains_degradation_beyond_a_fresh_model_inside_the_compounded_interval():
+    (finding,) = findings("history-explains-degradation", history_checkup(1.40, "inside"))
+    assert finding.checkups == ["rtn-w4-g128"] and finding.evidence["observed"] == 1.40
+    assert finding.evidence["fresh"] == 1.25 and finding.evidence["compounded_upper"] == 2.76
+    assert "4-bit" in finding.explanation and "x1.4" in finding.explanation
+
+
+def test_history_explains_degradation_quiet_when_not_the_cause():
+    assert findings("history-explains-degradation", history_checkup(1.20, "inside")) == []  # a fresh model's loss
+    assert findings("history-explains-degradation", history_checkup(4.0, "above")) == []  # beyond even history
+    assert findings("history-explains-degradation", history_checkup(1.40, "inside", "at-or-above")) == []
