@@ -78,8 +78,7 @@ def test_the_cycle_finder_finds_a_circle():
 
 ABOVE_COMPRESS = ("doctor.modifications", "doctor.spec", "doctor.patient", "doctor.examination.checkup", "doctor.examination.runner",
                   "doctor.report", "doctor.cli", "doctor.predict", "doctor.diagnose")
-# AWQ's scale and clip searches still take the QuantizeSpec and its adapter still lives in compress/awq.py
-NOT_YET_BELOW = {"doctor.compress.awq"}
+NOT_YET_BELOW: set[str] = set()  # compress modules still reading specs (none; kept so a regression is named)
 
 
 def test_compress_imports_nothing_above_it():

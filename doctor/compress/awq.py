@@ -42,17 +42,27 @@ import torch
 from torch import nn
 
 from doctor.architectures import architecture_of
-from doctor.architectures.base import Unsupported
-from doctor.compress.adapters import block_linears, decoder_layers, linear_weight, sequential_groups, set_linear_weight
+from doctor.compress.adapters import linear_weight, sequential_groups, set_linear_weight
 from doctor.compress.capture import LayerInputs, layer_output, run_until_stopped, stop_forward
 from doctor.compress.collectors import Collector
 from doctor.compress.hooks import forward_hooks
 from doctor.compress.quantizer import awq_quantize
-from doctor.compress.sequential import GroupJob, calibration_summary, in_features, run_sequential
-from doctor.modifications.base import Applied, ApplyContext, UndoLog
-from doctor.spec.modification import QuantizeSpec
+from doctor.compress.recording import ChangeLog
+from doctor.compress.sequential import GroupJob
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AwqSettings:
+    """The options the searches read (the spec's fields of the same names)."""
+
+    bits: int
+    group_size: int | None
+    symmetric: bool = False
+    grid: int = 20
+    auto_clip: bool = True
+    gqa_scales: str = "skip"
 
 
 @dataclass
@@ -129,7 +139,7 @@ def search_scale(
     calls: ModuleCalls,
     linears: dict[str, nn.Module],
     stat: torch.Tensor,
-    spec: QuantizeSpec,
+    spec: AwqSettings,
     expand=lambda s: s,
 ) -> SearchResult:
     """Grid search of the exponent over i / grid, i = 0..grid-1; weights are restored exactly after each trial.
@@ -161,7 +171,7 @@ def search_scale(
 
 
 def fold_scale(prev: nn.Module, linears: dict[str, nn.Module], scale: torch.Tensor, shared: torch.Tensor,
-               undo: UndoLog) -> None:
+               undo: ChangeLog) -> None:
     """Multiply the linears' input columns by `scale`, divide the producer's outputs by `shared` (exact in fp)."""
     with torch.no_grad():
         for module in linears.values():
@@ -179,7 +189,7 @@ def fold_scale(prev: nn.Module, linears: dict[str, nn.Module], scale: torch.Tens
             _divide(prev.bias[-rows:], shared, undo, parent=prev.bias)
 
 
-def _divide(tensor: torch.Tensor, by: torch.Tensor, undo: UndoLog, parent: torch.Tensor | None = None) -> None:
+def _divide(tensor: torch.Tensor, by: torch.Tensor, undo: ChangeLog, parent: torch.Tensor | None = None) -> None:
     undo.save_tensor(parent if parent is not None else tensor)
     tensor.copy_((tensor.float() / by).to(tensor.dtype))
 
@@ -210,7 +220,7 @@ class AwqInputs(Collector):
 CLIP_SKIPPED = ("q_", "k_", "query", "key", "Wqkv")  # upstream: "due to qk bmm, it is hard to clip precisely"
 
 
-def clip_search(w: torch.Tensor, x: torch.Tensor, spec: QuantizeSpec, grid: int = 20, max_shrink: float = 0.5,
+def clip_search(w: torch.Tensor, x: torch.Tensor, spec: AwqSettings, grid: int = 20, max_shrink: float = 0.5,
                 rows_per_batch: int = 64) -> torch.Tensor:
     """Per row and group of `w` (out, in), the clamp bound with the least squared error of x @ group on `x`.
 
@@ -258,7 +268,7 @@ def apply_clip(w: torch.Tensor, bounds: torch.Tensor, group_size: int | None) ->
 class AwqSolver:
     """One layer: search every group's scale on the original weights, fold them, search clips, round."""
 
-    def __init__(self, spec: QuantizeSpec, head_dim: int) -> None:
+    def __init__(self, spec: AwqSettings, head_dim: int) -> None:
         self.spec = spec
         self.head_dim = head_dim
         self.scaled_groups = 0
@@ -320,46 +330,3 @@ class AwqSolver:
             return inputs
         fits = rows < inputs and inputs % rows == 0 and rows % self.head_dim == 0
         return rows if fits and self.spec.gqa_scales == "tied" else None
-
-
-def apply_awq(spec: QuantizeSpec, ctx: ApplyContext, *, round_weights: bool = True) -> Applied:
-    """AWQ over every decoder layer. `round_weights=False` applies the searched scales only (a check)."""
-    calibration = ctx.calibration(spec.calibration)
-    model = ctx.patient.model
-    first = decoder_layers(model)[0]
-    arch = architecture_of(first)
-    if not any(tuple(group) in arch.scale_groups(first) for group in sequential_groups(first)):
-        raise Unsupported(f"AWQ: which modules feed the linears of {type(first).__name__} ({arch.name}) is not known")
-    solver = AwqSolver(spec, _head_dim(model.config))
-    step = max(1, calibration.windows.numel() // 512)  # upstream's n_sample_token = 512 for the clip search
-
-    def make_collector(_name: str, module: nn.Module) -> AwqInputs:
-        return AwqInputs(in_features(module), module.weight.device, step)
-
-    def solve(job: GroupJob) -> dict[str, torch.Tensor]:
-        weights = solver(job)
-        return weights if round_weights else {}
-
-    layers = run_sequential(
-        model, calibration.windows, solve, ctx.progress, undo=ctx.undo, make_collector=make_collector,
-        propagate="original", groups=lambda layer: [list(block_linears(layer))],
-    )
-    realized = {
-        "method": "awq",
-        "grid": spec.grid,
-        "auto_clip": spec.auto_clip,
-        "gqa_scales": spec.gqa_scales,
-        "scaled_groups": solver.scaled_groups,
-        "clipped_linears": solver.clipped_linears,
-        **calibration_summary(layers, calibration.windows),
-    }
-    return Applied(realized=realized, layers=layers, calibration=calibration.info)
-
-
-def _head_dim(config: Any) -> int:
-    head_dim = getattr(config, "head_dim", None)
-    if head_dim:
-        return int(head_dim)
-    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", None)
-    heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_head", None)
-    return hidden // heads if hidden and heads else 1  # no heads (Mamba): no value channels to tie

@@ -8,13 +8,14 @@ from conftest import make_context, state_snapshot
 from transformers.models.llama.modeling_llama import repeat_kv
 
 from doctor.compress.adapters import block_linears, decoder_layers, linear_weight, set_linear_weight
-from doctor.compress.awq import apply_awq, clip_search, record_calls, search_scale, tie_scales, untie_scales
+from doctor.compress.awq import clip_search, record_calls, search_scale, tie_scales, untie_scales
 from doctor.compress.capture import capture_layer_inputs
 from doctor.compress.collectors import ActivationMagnitudeCollector
 from doctor.compress.quantizer import awq_quantize, quantize_rtn
 from doctor.compress.sequential import collect, in_features
 from doctor.errors import ModificationError
 from doctor.modifications import apply_modification
+from doctor.modifications.awq import apply_awq
 from doctor.spec.modification import QuantizeSpec
 
 

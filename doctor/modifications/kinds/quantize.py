@@ -13,7 +13,7 @@ from doctor.spec.base import CalibrationSpec, Spec, TargetSpec
 METHODS = {
     "rtn": "doctor.modifications.quantize:apply_rtn",
     "gptq": "doctor.modifications.gptq:apply_gptq",
-    "awq": "doctor.compress.awq:apply_awq",
+    "awq": "doctor.modifications.awq:apply_awq",
 }
 
 

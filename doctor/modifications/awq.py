@@ -1,0 +1,66 @@
+"""AWQ as a modification: the spec's options and calibration applied over every decoder layer through the undo
+log. The searches (scale, clip) are tensor math in `doctor.compress.awq`; see there for the method and its
+reference."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from doctor.architectures import architecture_of
+from doctor.architectures.base import Unsupported
+from doctor.compress.adapters import block_linears, decoder_layers, sequential_groups
+from doctor.compress.awq import AwqInputs, AwqSettings, AwqSolver
+from doctor.compress.sequential import GroupJob, calibration_summary, in_features, run_sequential
+from doctor.modifications.base import Applied, ApplyContext
+from doctor.spec.modification import QuantizeSpec
+
+
+def settings(spec: QuantizeSpec) -> AwqSettings:
+    return AwqSettings(bits=spec.bits, group_size=spec.group_size, symmetric=spec.symmetric, grid=spec.grid,
+                       auto_clip=spec.auto_clip, gqa_scales=spec.gqa_scales)
+
+
+def apply_awq(spec: QuantizeSpec, ctx: ApplyContext, *, round_weights: bool = True) -> Applied:
+    """AWQ over every decoder layer. `round_weights=False` applies the searched scales only (a check)."""
+    calibration = ctx.calibration(spec.calibration)
+    model = ctx.patient.model
+    first = decoder_layers(model)[0]
+    arch = architecture_of(first)
+    if not any(tuple(group) in arch.scale_groups(first) for group in sequential_groups(first)):
+        raise Unsupported(f"AWQ: which modules feed the linears of {type(first).__name__} ({arch.name}) is not known")
+    solver = AwqSolver(settings(spec), _head_dim(model.config))
+    step = max(1, calibration.windows.numel() // 512)  # upstream's n_sample_token = 512 for the clip search
+
+    def make_collector(_name: str, module: nn.Module) -> AwqInputs:
+        return AwqInputs(in_features(module), module.weight.device, step)
+
+    def solve(job: GroupJob) -> dict[str, torch.Tensor]:
+        weights = solver(job)
+        return weights if round_weights else {}
+
+    layers = run_sequential(
+        model, calibration.windows, solve, ctx.progress, undo=ctx.undo, make_collector=make_collector,
+        propagate="original", groups=lambda layer: [list(block_linears(layer))],
+    )
+    realized = {
+        "method": "awq",
+        "grid": spec.grid,
+        "auto_clip": spec.auto_clip,
+        "gqa_scales": spec.gqa_scales,
+        "scaled_groups": solver.scaled_groups,
+        "clipped_linears": solver.clipped_linears,
+        **calibration_summary(layers, calibration.windows),
+    }
+    return Applied(realized=realized, layers=layers, calibration=calibration.info)
+
+
+def _head_dim(config: Any) -> int:
+    head_dim = getattr(config, "head_dim", None)
+    if head_dim:
+        return int(head_dim)
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", None)
+    heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_head", None)
+    return hidden // heads if hidden and heads else 1  # no heads (Mamba): no value channels to tie
