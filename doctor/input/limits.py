@@ -99,7 +99,11 @@ def check_yaml_size(text: str, source: str) -> None:
                     f"{source}:{line}: more than {MAX_YAML_NODES:,} YAML nodes once aliases are expanded "
                     "(the limit for a spec file)"
                 )
-    except yaml.YAMLError:
+    except yaml.YAMLError as exc:
+        if "nesting depth" in str(exc):  # libyaml refuses very deep flow nesting before emitting any event
+            mark = getattr(exc, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{source}{where}: nesting deeper than the limit of {MAX_YAML_DEPTH} levels") from None
         return  # the composing parser reports syntax errors with their line
 
 

@@ -1,0 +1,1 @@
+"""Ready-made compressed artifacts (GGUF, GPTQ/AWQ packed, compressed-tensors, safetensors) read as candidates."""
