@@ -55,13 +55,16 @@ def _heatmap(c: CheckupResult, text: str) -> Plot:
     height = min(9.0, 1.2 + 0.16 * len(layers))
     with figure(name, width=1.8 + 0.62 * len(modules), height=height, left=0.6) as fig:
         ax = fig.add_subplot()
-        image = ax.imshow(np.ma.masked_invalid(grid), aspect="auto", cmap="viridis", interpolation="nearest")
-        ax.set_xticks(range(len(modules)), modules, rotation=45, ha="right")
+        # cells as vector paths: imshow would embed a PNG, a data: request the self-contained page must not make
+        image = ax.pcolormesh(np.ma.masked_invalid(grid), cmap="viridis", edgecolors="none")
+        ax.invert_yaxis()  # layer 0 on top, as the tables read
+        ax.set_xticks([i + 0.5 for i in range(len(modules))], modules, rotation=45, ha="right")
         step = max(1, len(layers) // 16)
-        ax.set_yticks(range(0, len(layers), step), [str(x) for x in layers[::step]])
+        ax.set_yticks([i + 0.5 for i in range(0, len(layers), step)], [str(x) for x in layers[::step]])
         ax.grid(visible=False)
         ax.set(ylabel="decoder layer", title=f"Relative output error, {c.id}")
-        fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
+        bar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
+        bar.solids.set_rasterized(False)  # matplotlib rasterizes the colour ramp by default
         fig.subplots_adjust(bottom=min(0.45, 0.9 / height))
         svg = to_svg(fig, name)
     worst = np.unravel_index(np.nanargmax(grid), grid.shape)
