@@ -187,7 +187,10 @@ def _summary(exam, paths: dict) -> None:
         click.echo(f"  {c.id:28} {c.verdict.upper():5} {'  '.join(shown)}")
     for f in exam.findings:
         click.echo(f"  [{f.severity}] {f.title}")
-    colour = {"healthy": "green", "findings": "yellow", "failed": "red"}[exam.verdict]
-    click.secho(f"verdict: {exam.verdict} (exit {exam.exit_code})", fg=colour)
+    from doctor.report.gate import gate
+
+    decision = gate(exam)  # the report's release gate, so the terminal never says more than the page
+    colour = {"pass": "green", "warn": "yellow", "fail": "red"}[decision.state]
+    click.secho(f"{decision.headline} (exit {exam.exit_code}): {decision.reason}", fg=colour)
     for kind, path in paths.items():
         click.echo(f"  {kind}: {path}")
