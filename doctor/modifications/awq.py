@@ -19,6 +19,7 @@ from doctor.modifications.base import Applied, ApplyContext
 from doctor.spec.modification import QuantizeSpec
 
 BATCH_TOKENS = 4096  # calibration tokens per layer run (run_sequential's default)
+ERROR_STRIDE = 8  # the per-layer output error is measured on every 8th position (as Wanda's): it is a report only
 
 
 def settings(spec: QuantizeSpec) -> AwqSettings:
@@ -47,6 +48,7 @@ def apply_awq(spec: QuantizeSpec, ctx: ApplyContext, *, round_weights: bool = Tr
         model, calibration.windows, solve, ctx.progress, undo=ctx.undo, make_collector=make_collector,
         propagate="original", groups=lambda layer: [list(block_linears(layer))],
         first_batch_tokens=spec.search_tokens,  # the scale search's windows form the first batch
+        error_stride=ERROR_STRIDE,
     )
     realized = {
         "method": "awq",
@@ -55,6 +57,7 @@ def apply_awq(spec: QuantizeSpec, ctx: ApplyContext, *, round_weights: bool = Tr
         "gqa_scales": spec.gqa_scales,
         "search_tokens": search_tokens(spec.search_tokens, calibration.windows),
         "scaled_groups": solver.scaled_groups,
+        "calib_error_stride": ERROR_STRIDE,
         "clipped_linears": solver.clipped_linears,
         **calibration_summary(layers, calibration.windows),
     }
