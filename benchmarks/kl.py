@@ -35,12 +35,9 @@ WHOLE_TEXT_SEQ_LEN = 2048  # the examination's default window
 
 
 def _plans(vocab: int) -> dict[str, object]:
-    from dataclasses import replace
-
-    hidden = kl_plan(vocab, "hidden")
     return {"mass": kl_plan(vocab, "mass"), "exact": kl_plan(vocab, "exact"), "top-16": kl_plan(vocab, top_k=16),
-            "hidden": hidden, "hidden-bf16": replace(hidden, hidden_dtype="bfloat16"),
-            "hidden-fp16": replace(hidden, hidden_dtype="float16")}
+            "hidden": kl_plan(vocab, "hidden"), "hidden-bf16": kl_plan(vocab, "hidden", hidden_dtype="bfloat16"),
+            "hidden-fp16": kl_plan(vocab, "hidden", hidden_dtype="float16")}
 
 
 def _timed(fn):

@@ -34,23 +34,25 @@ def compression(vocab: int, store_bytes_per_token: float) -> float:
 
 
 def kl_plan(vocab: int, mode: str = "auto", target: float = 0.999, bytes_per_token: int = 4096,
-            top_k: int | None = None, *, model=None, tokens: int | None = None) -> KLPlan:
+            top_k: int | None = None, *, model=None, tokens: int | None = None,
+            hidden_dtype: str | None = None) -> KLPlan:
     """The store for this vocabulary: `auto` keeps the final hidden states when, for `model` over `tokens`
     evaluated tokens (head copy included), they are at least 50x smaller than float32 logits; else everything
     when the vocabulary is small, else by mass. The present rules are also the hidden store's fallback."""
     if top_k:
         return KLPlan("mass", target=1.0, bytes_per_token=bytes_per_token, max_entries=min(top_k, vocab))
     present = "full" if vocab <= FULL_VOCAB_LIMIT else "mass"
+    hidden_dtype = None if hidden_dtype == "auto" else hidden_dtype
     if mode == "auto":
-        mode = "hidden" if _hidden_pays(vocab, model, tokens) else present
-    return KLPlan(mode, target=target, bytes_per_token=bytes_per_token, fallback=present)
+        mode = "hidden" if _hidden_pays(vocab, model, tokens, hidden_dtype) else present
+    return KLPlan(mode, target=target, bytes_per_token=bytes_per_token, fallback=present, hidden_dtype=hidden_dtype)
 
 
-def _hidden_pays(vocab: int, model, tokens: int | None) -> bool:
+def _hidden_pays(vocab: int, model, tokens: int | None, hidden_dtype: str | None) -> bool:
     if model is None or not tokens:
         return False
     try:
-        return compression(vocab, hidden_bytes_per_token(model, tokens)) >= HIDDEN_MIN_COMPRESSION
+        return compression(vocab, hidden_bytes_per_token(model, tokens, hidden_dtype)) >= HIDDEN_MIN_COMPRESSION
     except HiddenUnfit:
         return False
 

@@ -46,6 +46,10 @@ class EvalSpec(Spec):
         "(per token the likeliest up to kl_target_mass); 'auto': hidden when at least 50x smaller than float32 "
         "logits and the head is reproduced, else full when the vocabulary is small, else mass"
     )
+    kl_hidden_dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="hidden mode: how the final hidden states are kept; 'auto': the output head's dtype "
+        "(lossless); float16 halves them for float32 models (measured within 0.03% of exact KL on SmolLM2)"
+    )
     kl_target_mass: float = Field(0.999, gt=0, le=1, description="mass mode: baseline probability kept per token")
     kl_bytes_per_token: int = Field(4096, ge=24, description="mass mode: storage budget per token")
     kl_top_k: int | None = Field(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 import torch
@@ -157,6 +155,8 @@ def test_auto_keeps_hidden_states_only_when_they_are_50x_smaller(peaked):
     assert kl_plan(2000, model=model, tokens=100).mode == "full"  # the head's share dominates a short text
     assert kl_plan(2000, model=model, tokens=100_000).mode == "hidden"
     assert kl_plan(2000).mode == "full"  # nothing known of the model: the vocabulary rule
+    assert kl_plan(2000, model=model, tokens=5000).mode == "full"  # float32 states: 43x
+    assert kl_plan(2000, model=model, tokens=5000, hidden_dtype="float16").mode == "hidden"  # 65x
     per_token = 32 * 4 + 2000 * 32 * 4 / 100_000 + 8
     assert 4 * 2000 / per_token >= HIDDEN_MIN_COMPRESSION
 
@@ -164,7 +164,7 @@ def test_auto_keeps_hidden_states_only_when_they_are_50x_smaller(peaked):
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_16_bit_states_are_stored_and_read_back(peaked, tmp_path, dtype):
     model, windows = peaked
-    plan = replace(kl_plan(2000, "hidden"), hidden_dtype=dtype)
+    plan = kl_plan(2000, "hidden", hidden_dtype=dtype)
     full, hidden = _kl_pair(model, windows, 2000, plan, tmp_path)
     assert hidden.kl_tokens.mean() == pytest.approx(full.mean(), rel=0.01)
     _, cache = baseline_pass(TorchBackend(model), windows, 2000, plan=plan, spill_dir=tmp_path)
