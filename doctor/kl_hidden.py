@@ -43,6 +43,8 @@ def output_head(model) -> torch.nn.Linear:
         raise HiddenUnfit("the backend exposes no torch output head")
     if not isinstance(head, torch.nn.Linear):
         raise HiddenUnfit(f"the output head is a {type(head).__name__}, not a linear layer")
+    if head.weight.device.type == "meta":
+        raise HiddenUnfit("the output head's weight is offloaded (meta device): no copy to freeze")
     return head
 
 

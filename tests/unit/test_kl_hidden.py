@@ -150,6 +150,14 @@ def test_a_non_linear_head_falls_back_before_the_pass(peaked, tmp_path):
     assert facts["kl_mode"] == "full" and "not a linear layer" in facts["kl_hidden_fallback"]
 
 
+def test_an_offloaded_head_is_not_copied():
+    head = torch.nn.Linear(8, 16, device="meta")
+    model = type("M", (), {"get_output_embeddings": lambda self: head})()
+    with pytest.raises(HiddenUnfit, match="offloaded"):
+        output_head(model)
+    assert kl_plan(16, model=model, tokens=10**9).mode == "full"
+
+
 def test_auto_keeps_hidden_states_only_when_they_are_50x_smaller(peaked):
     model, _ = peaked  # vocabulary 2000, hidden 32, head 256 kB
     assert kl_plan(2000, model=model, tokens=100).mode == "full"  # the head's share dominates a short text
