@@ -182,7 +182,7 @@ def test_a_pass_that_never_runs_the_blocks_is_incomplete():
 
 def test_module_error_samples_positions_of_long_windows():
     """Long windows: the error of a changed linear is measured at every stride-th position, close to all."""
-    from doctor.metrics import layerwise
+    from doctor.metrics import layer_comparison
 
     model = tiny_llama_model(layers=2)
     ids = torch.randint(3, 128, (2, 96), generator=torch.Generator().manual_seed(0))
@@ -190,11 +190,11 @@ def test_module_error_samples_positions_of_long_windows():
     torch.manual_seed(2)
     undo = _perturb_mlp(model, 0, 0.5)
     every = probe.compare(model, undo.originals())
-    tokens, layerwise.MODULE_TOKENS = layerwise.MODULE_TOKENS, 24  # a stride of 4
+    tokens, layer_comparison.MODULE_TOKENS = layer_comparison.MODULE_TOKENS, 24  # a stride of 4
     try:
         sampled = probe.compare(model, undo.originals())
     finally:
-        layerwise.MODULE_TOKENS = tokens
+        layer_comparison.MODULE_TOKENS = tokens
         undo.restore()
     key = next(k for k in every[0].extra if k.startswith("module_error."))
     assert sampled[0].extra[key] != every[0].extra[key]
