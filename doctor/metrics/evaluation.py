@@ -91,10 +91,10 @@ class _Chunk:
     w1: int
     start: int
     end: int
-    logits: torch.Tensor  # (B, t, V) float32 on CPU
-    lse: torch.Tensor  # (B, t)
-    argmax: torch.Tensor  # (B, t)
-    token_nll: torch.Tensor  # (B, t)
+    logits: torch.Tensor  # (B, t, V) float32 on the backend's device (never copied to the host whole)
+    lse: torch.Tensor  # (B, t) on the same device
+    argmax: torch.Tensor  # (B, t) on CPU
+    token_nll: torch.Tensor  # (B, t) on CPU
 
 
 def _chunks(backend: Backend, windows: torch.Tensor, vocab: int, batch_size: int, progress=None):
@@ -108,15 +108,18 @@ def _chunks(backend: Backend, windows: torch.Tensor, vocab: int, batch_size: int
             end = min(start + logits.shape[1], preds)
             if end <= start:
                 continue  # the last position predicts nothing inside the window
-            logits = logits[:, : end - start].cpu()
-            targets = batch[:, start + 1 : end + 1]
+            # the (B, t, V) logits stay where the model computed them: on a GPU, copying them to the host
+            # would cost more than the forward pass; only per-token values cross over
+            logits = logits[:, : end - start]
+            targets = batch[:, start + 1 : end + 1].to(logits.device)
             # fused log-softmax + NLL; NaN or inf anywhere in a row makes its NLL non-finite
             token_nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
             token_nll = token_nll.view(targets.shape)  # (B, t)
+            lse = token_nll + logits.gather(-1, targets[..., None]).squeeze(-1)  # log-normaliser per position
+            token_nll = token_nll.cpu()
             if not torch.isfinite(token_nll).all():
                 raise NumericError(f"non-finite logits (NaN/inf) in evaluation windows {w0}-{w1 - 1}")
-            lse = token_nll + logits.gather(-1, targets[..., None]).squeeze(-1)  # log-normaliser per position
-            yield _Chunk(w0, w1, start, end, logits, lse, logits.argmax(-1), token_nll)
+            yield _Chunk(w0, w1, start, end, logits, lse, logits.argmax(-1).cpu(), token_nll)
         if progress:
             progress(batch.shape[0])
 

@@ -253,13 +253,14 @@ class LayerProbe:
             before = next((matched[k] for k in range(j - 1, -1, -1) if matched[k] is not None), None)
             source = 0 if before is None else before
             targets = self.inputs[0] if before is None else self.outputs[before]
-        device = next(block.parameters()).device
+        weight = next(block.parameters())
         diff = ref = 0.0
         with torch.no_grad():
             for w, target in enumerate(targets):
                 call = self.calls[source][w]
-                out = _hidden(block(target.to(device) if base is None else self.inputs[base][w].to(device),
-                                    *call.args, **call.kwargs)).float().cpu()  # fmt: skip
+                fed = target if base is None else self.inputs[base][w]
+                # kept in float32 on the host; a bf16/fp16 block is fed its own dtype (exact: widened from it)
+                out = _hidden(block(fed.to(weight.device, weight.dtype), *call.args, **call.kwargs)).float().cpu()
                 diff += float((out - target).pow(2).sum())
                 ref += float(target.pow(2).sum())
         return math.sqrt(diff / ref) if ref > 0 else 0.0
@@ -322,7 +323,8 @@ def _module_error_hooks(block: nn.Module, originals: dict[int, torch.Tensor], su
         column = module_column(name)
 
         def hook(module, args, output, original=original, column=column):
-            reference = torch.nn.functional.linear(args[0], original.to(args[0].device), module.bias)
+            x = args[0]
+            reference = torch.nn.functional.linear(x, original.to(x.device, x.dtype), module.bias)
             acc = sums.setdefault(column, [0.0, 0.0])
             acc[0] += float((output.float() - reference.float()).pow(2).sum())
             acc[1] += float(reference.float().pow(2).sum())
