@@ -20,7 +20,9 @@ from doctor.errors import NumericError
 from doctor.kl_store import KLPlan, make_store
 
 FULL_VOCAB_LIMIT = 4096  # store full log-probs up to this vocabulary size
-_CHUNK_ELEMENTS = 1 << 23  # logits elements per chunk (32 MiB in float32)
+_CHUNK_ELEMENTS = 1 << 23  # logits elements per chunk on the host (32 MiB in float32)
+_GPU_CHUNK_ELEMENTS = 1 << 28  # at most, on a GPU (1 GiB in float32): fewer, larger reductions per batch
+_GPU_FREE_SHARE = 64  # and at most 1/64 of the device's free memory per chunk (log-softmax and top-k need ~4x)
 
 
 def kl_plan(vocab: int, mode: str = "auto", target: float = 0.999, bytes_per_token: int = 4096,
@@ -79,8 +81,17 @@ class PassResult:
     dp_tokens: np.ndarray | None = None  # (tokens,) p_current(next token) - p_baseline(next token)
 
 
-def _chunk_len(batch: int, vocab: int, seq_len: int) -> int:
-    return max(1, min(seq_len, _CHUNK_ELEMENTS // max(1, batch * vocab)))
+def _chunk_elements(backend: Backend) -> int:
+    """Logits elements per chunk: small on the host; on a GPU as large as its free memory comfortably allows,
+    since a 128K vocabulary in 32 MiB chunks means a hundred small reductions per batch of 2048-token windows."""
+    if not str(getattr(backend, "provider", "")).startswith("cuda") or not torch.cuda.is_available():
+        return _CHUNK_ELEMENTS
+    free, _ = torch.cuda.mem_get_info()
+    return max(_CHUNK_ELEMENTS, min(_GPU_CHUNK_ELEMENTS, free // _GPU_FREE_SHARE))
+
+
+def _chunk_len(batch: int, vocab: int, seq_len: int, elements: int = _CHUNK_ELEMENTS) -> int:
+    return max(1, min(seq_len, elements // max(1, batch * vocab)))
 
 
 @dataclass
@@ -101,10 +112,11 @@ def _chunks(backend: Backend, windows: torch.Tensor, vocab: int, batch_size: int
     """Every (window batch, position chunk) of the evaluation, NaN/inf checked once per position."""
     n_win, seq_len = windows.shape
     preds = seq_len - 1
+    elements = _chunk_elements(backend)
     for w0 in range(0, n_win, batch_size):
         batch = windows[w0 : w0 + batch_size]
         w1 = w0 + batch.shape[0]
-        for start, logits in backend.logits_chunks(batch, _chunk_len(batch.shape[0], vocab, seq_len)):
+        for start, logits in backend.logits_chunks(batch, _chunk_len(batch.shape[0], vocab, seq_len, elements)):
             end = min(start + logits.shape[1], preds)
             if end <= start:
                 continue  # the last position predicts nothing inside the window

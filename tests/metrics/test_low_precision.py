@@ -8,7 +8,6 @@ import importlib
 
 import pytest
 import torch
-from conftest import make_context, state_snapshot
 
 from doctor.compress.adapters import decoder_layers
 from doctor.metrics.layerwise import LayerProbe
@@ -16,7 +15,7 @@ from doctor.modifications import apply_modification
 from doctor.modifications.base import UndoLog
 from doctor.patient import load_patient
 from doctor.spec.modification import PruneSpec, QuantizeSpec
-from tests.conftest import assert_bit_identical, tiny_llama_model
+from tests.conftest import assert_bit_identical, make_context, state_snapshot, tiny_llama_model
 
 
 def test_layer_probe_on_a_bf16_model_localises_a_change():
