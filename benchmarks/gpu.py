@@ -18,6 +18,7 @@ Nothing is downloaded: the tokenizer maps bytes of the bundled WikiText-2 text o
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import tempfile
 import time
@@ -134,8 +135,9 @@ def bench_suite(suite: Suite, windows: int | None, seq_len: int | None, batch: i
 
 
 def measure(shapes: dict, suite: Suite, *, device: str, dtype: torch.dtype, rounds: int, name: str,
-            examine_suite: bool = True, out=print) -> dict:
+            examine_suite: bool = True, out=None) -> dict:
     """Build the model, measure the passes and (optionally) examine it with `suite`; print and return the rows."""
+    out = out or functools.partial(print, flush=True)  # progress shows as it comes, even into a file
     device_t = torch.device(device)
     patient = random_model(shapes, device, dtype, name)
     seq_len = min(suite.eval.seq_len or 2048, shapes["max_position_embeddings"])
