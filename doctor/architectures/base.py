@@ -163,6 +163,10 @@ class Architecture:
     def mlps(self, block: nn.Module) -> list[Mlp]:
         raise Unsupported(f"channel pruning: MLP layout of {type(block).__name__} ({self.name}) is not known")
 
+    def onnx_blocker(self, block: nn.Module) -> str | None:
+        """Why this block cannot be exported to an ONNX graph taking any sequence length (None: it can)."""
+        return None
+
     def router(self, block: nn.Module) -> nn.Module | None:
         """The module choosing experts for this block's tokens (None: not a mixture-of-experts block)."""
         return None

@@ -101,6 +101,12 @@ class Hybrid(Architecture):
                     f"which cannot describe layer {p} of the new order (from layer {sources[p]})"
                 )
 
+    def onnx_blocker(self, block: nn.Module) -> str | None:
+        if has(block, "mamba"):
+            return ("ONNX export: the exporter specialises the Mamba mixer's scan (chunked or token by token) to "
+                    "the traced sequence length, so the graph would only take that length")
+        return None
+
     def has_heads(self, block: nn.Module) -> bool:
         return has(block, "self_attn")
 

@@ -14,6 +14,11 @@ from torch import nn
 
 from doctor.architectures.base import Architecture, Attention, Mlp, ScaleGroup, Unsupported, has
 
+# transformers' torch path of the Mamba mixer loops over the sequence in Python; torch.export unrolls that loop
+SCAN_NOT_EXPORTABLE = (
+    "ONNX export: the Mamba mixer's scan is traced token by token, so the graph would only take the traced "
+    "sequence length"
+)
 KEPT = {
     "mixer.dt_proj": "time-step projection kept (used as a bare matrix inside the scan)",
     "mixer.A_log": "state matrix kept (recurrence)",
@@ -42,6 +47,9 @@ class Mamba(Architecture):
 
     def has_heads(self, block: nn.Module) -> bool:
         return False
+
+    def onnx_blocker(self, block: nn.Module) -> str | None:
+        return SCAN_NOT_EXPORTABLE
 
     def attention(self, block: nn.Module) -> Attention:
         raise Unsupported("head pruning: a Mamba block has no attention heads")
