@@ -20,6 +20,8 @@ from tests.conftest import as_patient
 # (column title, modification spec)
 KINDS: list[tuple[str, dict]] = [
     ("RTN 4", {"kind": "quantize", "method": "rtn", "bits": 4, "group_size": 32}),
+    ("RTN 4 + SSM params", {"kind": "quantize", "method": "rtn", "bits": 4, "group_size": 32,
+                            "ssm_params": "quantize"}),
     ("GPTQ 4", {"kind": "quantize", "method": "gptq", "bits": 4, "group_size": 32}),
     ("AWQ 4", {"kind": "quantize", "method": "awq", "bits": 4, "group_size": 32}),
     ("magnitude 50%", {"kind": "prune", "method": "magnitude", "sparsity": 0.5}),
@@ -28,12 +30,13 @@ KINDS: list[tuple[str, dict]] = [
     ("heads 25%", {"kind": "prune", "method": "wanda", "structure": "heads", "sparsity": 0.25}),
     ("channels 30%", {"kind": "prune", "method": "wanda", "structure": "channels", "sparsity": 0.3}),
     ("experts -1 (routing)", {"kind": "prune_experts", "count": 1}),
+    ("experts merge -1", {"kind": "merge_experts", "count": 1}),
     ("remove 1 (BI)", {"kind": "remove_layers", "count": 1}),
     ("expand 1 (identity)", {"kind": "expand_layers", "count": 1, "init": "identity"}),
     ("greedy decoding", {"kind": "decode", "strategy": "greedy"}),
     ("ONNX fp32", {"kind": "onnx"}),
 ]
-WEIGHT_KINDS = {"quantize", "prune"}
+WEIGHT_KINDS = {"quantize", "prune", "merge_experts"}  # kinds that report coverage of their targets
 SAME_FUNCTION_KINDS = {"expand_layers", "decode", "onnx"}  # identity init, decoding and an fp32 export keep it
 # The ONNX column exports each family (seconds each): CI runs it on these, the script and `-m slow` on all.
 ONNX_IN_CI = {"gpt2", "mixtral", "mamba", "jamba", "bamba"}

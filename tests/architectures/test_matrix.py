@@ -26,8 +26,11 @@ UNSUPPORTED = {
     ("falcon", "heads 25%"),  # multi-query attention: one KV group, so no KV group can be removed
     # Jamba's config derives layer types from a period and an offset, which cannot describe the new order
     ("jamba", "remove 1 (BI)"), ("jamba", "expand 1 (identity)"),
-    # expert pruning needs a mixture of experts
-    *((arch, "experts -1 (routing)") for arch in CONFIGS if arch not in ("mixtral", "qwen2_moe", "jamba")),
+    # expert pruning and merging need a mixture of experts
+    *((arch, title) for arch in CONFIGS if arch not in ("mixtral", "qwen2_moe", "jamba")
+      for title in ("experts -1 (routing)", "experts merge -1")),
+    # only Mamba layers have state-space parameters to round
+    *((arch, "RTN 4 + SSM params") for arch in CONFIGS if arch not in ("mamba", "jamba", "bamba")),
     # the exporter unrolls or specialises a Mamba scan to the traced sequence length: decided up front
     ("mamba", "ONNX fp32"), ("jamba", "ONNX fp32"), ("bamba", "ONNX fp32"),
 }
