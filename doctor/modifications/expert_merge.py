@@ -47,8 +47,7 @@ def neuron_features(expert: Expert) -> torch.Tensor:
 def alignment(anchor: Expert, other: Expert) -> torch.Tensor:
     """The permutation of `other`'s neurons that best matches `anchor`'s (largest total inner product)."""
     score = neuron_features(anchor).double() @ neuron_features(other).double().T
-    rows, cols = linear_sum_assignment(score.cpu().numpy(), maximize=True)
-    assert (rows == range(len(rows))).all()
+    _rows, cols = linear_sum_assignment(score.cpu().numpy(), maximize=True)  # square: rows come out as 0..n-1
     return torch.as_tensor(cols, device=score.device)
 
 
