@@ -43,6 +43,7 @@ class Options:
     dtype: str = "float32"  # "auto": bf16 when fast and within a stated bound of float32 on the first window
     rules: list | None = None  # rules loaded (and validated) before the model, to avoid reading them twice
     command: str | None = None  # the command line, for the report's sign-off
+    memory: dict[str, str] = field(default_factory=dict)  # the memory estimate and placement, for the report
 
 
 def state_sha256(model: torch.nn.Module) -> str:
@@ -137,6 +138,7 @@ def prepare(patient: Patient, suite: Suite, options: Options, progress) -> tuple
         baseline.health["layer_probe_passes"] = round(probe_s / max(pass_s, 1e-9), 3)
     baseline.health["backend"] = f"{backend.name}/{backend.provider}"  # the reference every checkup is held to
     baseline.health["checkup_backend"] = options.backend
+    baseline.health.update(options.memory)
     return session, baseline
 
 

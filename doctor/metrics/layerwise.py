@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from doctor.compress.adapters import block_linears, decoder_layers
+from doctor.placement.offload import execution_device
 from doctor.results import LayerStat
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ def _entropy_hook(running: _Running):
 
 
 def _forward(model: nn.Module, windows: torch.Tensor) -> Iterator[int]:
-    device = next(model.parameters()).device
+    device = execution_device(model)
     for i in range(windows.shape[0]):
         with torch.no_grad():
             model(windows[i : i + 1].to(device), use_cache=False)

@@ -58,7 +58,7 @@ def coverage(model: nn.Module, undo: UndoLog, before: list[dict[str, int]], type
             size = linear_weight(module).numel()
             entry = by_type.setdefault(kind, {"touched": 0, "target": 0})
             entry["target"] += size
-            if undo.saved(module.weight) or old.get(name) != id(module):
+            if undo.changed(module, "weight") or old.get(name) != id(module):
                 entry["touched"] += size
     touched = sum(e["touched"] for e in by_type.values())
     target = sum(e["target"] for e in by_type.values())

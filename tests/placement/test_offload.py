@@ -1,0 +1,84 @@
+"""A model larger than the memory it is given: loaded with accelerate's device map, most layers on disk,
+calibrated one decoder layer at a time, measured exactly as in memory, restored to its original storage."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+
+import pytest
+import torch
+
+from doctor.examination.runner import Options, examine
+from doctor.patient import load_patient
+from doctor.placement import offload
+from doctor.placement.flags import Placement
+from doctor.resources import DEMO_MODEL
+from doctor.spec.checkup import Suite
+
+SUITE = {
+    "name": "offload",
+    "eval": {"corpus": "tinystories-valid", "seq_len": 128, "max_windows": 3, "bootstrap": 0},
+    "calibration": {"corpus": "tinystories-calib", "samples": 4, "seq_len": 128},
+    "checkups": [
+        {"id": "gptq4", "modification": {"kind": "quantize", "method": "gptq", "bits": 4, "group_size": 32}},
+        {"id": "heads", "modification": {"kind": "prune", "structure": "heads", "sparsity": 0.25}},
+        {"id": "wanda50", "modification": {"kind": "prune", "method": "wanda", "sparsity": 0.5}},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    """A random 6-layer Llama (hidden 128, 4 MB of float32 weights) saved with safetensors, with the demo's
+    tokenizer (same 512-token vocabulary)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=6,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(cfg).save_pretrained(folder, safe_serialization=True)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(DEMO_MODEL / name, folder / name)
+    return folder
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _ppl(exam) -> dict[str, float | None]:
+    values = {"baseline": exam.baseline.metrics["ppl"].value}
+    values.update({c.id: c.metrics["ppl"].value if c.status == "ok" else None for c in exam.checkups})
+    return values
+
+
+def test_offloaded_examination_equals_in_memory_run(tiny_dir, tmp_path):
+    suite = Suite.model_validate(SUITE)
+    in_memory = examine(load_patient(str(tiny_dir)), suite, Options(out_dir=tmp_path / "mem", use_predictor=False))
+
+    weights = tiny_dir / "model.safetensors"
+    before = _sha(weights)
+    placement = Placement("auto", {"cpu": 1_000_000}, tmp_path / "offload")  # ~1 MB: under two of six layers
+    patient = load_patient(str(tiny_dir), placement=placement)
+    placed = set(patient.model.hf_device_map.values())
+    assert "disk" in placed, patient.model.hf_device_map
+    offload.reset_peak()
+    offloaded = examine(patient, suite, Options(out_dir=tmp_path / "disk", use_predictor=False))
+
+    assert offload.peak_materialized() == 1  # block by block: never two offloaded layers on at once
+    mem, disk = _ppl(in_memory), _ppl(offloaded)
+    assert mem["gptq4"] is not None and mem["wanda50"] is not None
+    for key in ("baseline", "gptq4", "wanda50"):
+        assert disk[key] == pytest.approx(mem[key], rel=1e-5), key
+    by_id = {c.id: c for c in offloaded.checkups}
+    assert by_id["gptq4"].realized["coverage"] == 1.0 and by_id["wanda50"].realized["sparsity"] == pytest.approx(0.5)
+    # structured pruning reshapes modules whose weights are not in memory: a loud, recorded refusal
+    assert by_id["heads"].status == "error" and "offloaded layers" in by_id["heads"].error
+    # restored to the original storage: the hooks read the checkpoint again, which was never written
+    assert not any(isinstance(e.hook.weights_map, offload.Overlay) for e in offload.offloaded_modules(patient.model))
+    assert _sha(weights) == before
+    ids = torch.randint(0, 512, (1, 64), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(patient.model(input_ids=ids).logits, load_patient(str(tiny_dir)).model(input_ids=ids).logits)
