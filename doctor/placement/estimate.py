@@ -69,6 +69,7 @@ def model_shape(config) -> Shape:
 
     with init_empty_weights(), torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
+    model.tie_weights()  # tied embeddings are one tensor in the loaded model; count them once here too
     seen: set[int] = set()
     params = 0
     for p in model.parameters():

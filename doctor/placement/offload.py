@@ -167,7 +167,7 @@ def _on_disk(hook, name: str) -> bool:
         dataset = dataset.base
     if hasattr(dataset, "prefix"):  # accelerate's PrefixedDataset over an OffloadedWeightsLoader
         prefix, dataset = dataset.prefix, dataset.dataset
-    state = getattr(dataset, "state_dict", None)
+    state = dataset if isinstance(dataset, dict) else getattr(dataset, "state_dict", None)
     return state is None or f"{prefix}{name}" not in state
 
 

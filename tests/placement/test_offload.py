@@ -24,6 +24,8 @@ SUITE = {
         {"id": "gptq4", "modification": {"kind": "quantize", "method": "gptq", "bits": 4, "group_size": 32}},
         {"id": "heads", "modification": {"kind": "prune", "structure": "heads", "sparsity": 0.25}},
         {"id": "wanda50", "modification": {"kind": "prune", "method": "wanda", "sparsity": 0.5}},
+        {"id": "rtn4", "modification": {"kind": "quantize", "bits": 4, "group_size": 32}},
+        {"id": "mag24", "modification": {"kind": "prune", "structure": "nm", "n": 2, "m": 4}},
     ],
 }
 
@@ -69,11 +71,13 @@ def test_offloaded_examination_equals_in_memory_run(tiny_dir, tmp_path):
 
     assert offload.peak_materialized() == 1  # block by block: never two offloaded layers on at once
     mem, disk = _ppl(in_memory), _ppl(offloaded)
-    assert mem["gptq4"] is not None and mem["wanda50"] is not None
-    for key in ("baseline", "gptq4", "wanda50"):
+    assert None not in (mem["gptq4"], mem["wanda50"], mem["rtn4"], mem["mag24"])
+    assert len({mem["baseline"], mem["gptq4"], mem["wanda50"], mem["rtn4"], mem["mag24"]}) == 5
+    for key in ("baseline", "gptq4", "wanda50", "rtn4", "mag24"):
         assert disk[key] == pytest.approx(mem[key], rel=1e-5), key
     by_id = {c.id: c for c in offloaded.checkups}
     assert by_id["gptq4"].realized["coverage"] == 1.0 and by_id["wanda50"].realized["sparsity"] == pytest.approx(0.5)
+    assert by_id["rtn4"].realized["max_levels_per_group"] <= 16 and by_id["mag24"].realized["sparsity"] == 0.5
     # structured pruning reshapes modules whose weights are not in memory: a loud, recorded refusal
     assert by_id["heads"].status == "error" and "offloaded layers" in by_id["heads"].error
     # restored to the original storage: the hooks read the checkpoint again, which was never written
@@ -82,3 +86,21 @@ def test_offloaded_examination_equals_in_memory_run(tiny_dir, tmp_path):
     ids = torch.randint(0, 512, (1, 64), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert torch.equal(patient.model(input_ids=ids).logits, load_patient(str(tiny_dir)).model(input_ids=ids).logits)
+
+
+def test_cpu_offloaded_weights_are_rewritten_in_memory_and_restored(tiny_llama, tmp_path):
+    """Weights kept in a CPU state dict (a GPU examination's CPU offload): written back as new CPU tensors, never
+    into the state dict's own, and the state dict is the original after each checkup."""
+    from accelerate import cpu_offload
+
+    suite = Suite.model_validate({**SUITE, "eval": {**SUITE["eval"], "corpus": "tinystories-valid", "max_windows": 2},
+                                  "checkups": [SUITE["checkups"][0], SUITE["checkups"][3]]})
+    reference = examine(tiny_llama, suite, Options(out_dir=tmp_path / "mem", use_predictor=False))
+    state = {k: v.clone() for k, v in tiny_llama.model.state_dict().items()}
+    cpu_offload(tiny_llama.model, execution_device=torch.device("cpu"), state_dict=state)
+    held = {k: v.clone() for k, v in state.items()}
+    entries = offload.offloaded_modules(tiny_llama.model)
+    assert entries and all(not offload._on_disk(e.hook, "weight") for e in entries if "weight" in e.tensor_names())
+    offloaded = examine(tiny_llama, suite, Options(out_dir=tmp_path / "cpu", use_predictor=False))
+    assert _ppl(offloaded) == _ppl(reference)
+    assert all(torch.equal(state[k], held[k]) for k in held)
