@@ -7,7 +7,6 @@ where it can first be seen and named with its file.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import re
@@ -91,12 +90,11 @@ def check_finite(model, source: str) -> None:
     """NaN or infinite weights in the unmodified model: the model itself is broken, not any checkup."""
     import torch
 
-    from doctor.placement.offload import offloaded_weights
+    from doctor.placement.offload import state_items
 
     bad = []
     with torch.no_grad():
-        resident = ((n, t) for n, t in model.state_dict().items() if t.device.type != "meta")
-        for name, tensor in itertools.chain(resident, offloaded_weights(model)):  # offloaded: one at a time
+        for name, tensor in state_items(model):  # offloaded tensors one at a time
             if tensor.is_floating_point() and not torch.isfinite(tensor).all():
                 bad.append(name)
     if bad:

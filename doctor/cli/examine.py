@@ -114,11 +114,11 @@ def examine(ctx: click.Context, model: str | None, suite: str | None, candidates
             _preflight_predictor(predictor_dir)
         check_reference(model, allow_pickle=allow_pickle)
         device = _device(device)
-        load_dtype = "float32" if dtype == "auto" else dtype
-        placement, estimate = plan_placement(model, checked.suite, load_dtype, device,
+        placement, estimate = plan_placement(model, checked.suite, dtype, device,
                                              (device_map, max_memory, offload_folder))
         _quiet_transformers()
-        patient = load_patient(model, device=device, dtype=load_dtype, allow_pickle=allow_pickle,
+        patient = load_patient(model, device=device, dtype="float32" if dtype == "auto" else dtype,
+                               allow_pickle=allow_pickle,
                                trust_remote_code=trust_remote_code, placement=placement)
         from doctor.artifacts.suite import check_candidates_fit
 

@@ -21,6 +21,7 @@ from doctor.examination.verdict import BUILTIN_RULE_DOCS, kl_coverage_findings, 
 from doctor.metrics.evaluation import baseline_pass, kl_plan
 from doctor.metrics.language import perplexity
 from doctor.patient import Patient
+from doctor.placement.offload import state_items
 from doctor.results import Baseline, Examination, Finding
 from doctor.spec.checkup import Suite, severity_rank
 
@@ -48,7 +49,7 @@ class Options:
 
 def state_sha256(model: torch.nn.Module) -> str:
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    for name, tensor in state_items(model, by_name=True):  # offloaded tensors read from their storage, one at a time
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()

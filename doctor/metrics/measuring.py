@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from doctor.metrics.registry import MetricGroup, groups
+from doctor.placement.offload import is_offloaded
 from doctor.results import LayerStat, Measurement
 
 
@@ -59,6 +60,10 @@ class Measuring:
         measured = self.session.probe.compare(self.session.patient.model, self.ctx.undo.originals())
         self.result.layers = merge_layers(self.result.layers, measured)
         out = layer_summary(self.result.layers)
+        if is_offloaded(self.session.patient.model):  # the undo log keeps no copy of an offloaded original
+            for measurement in out.values():
+                measurement.note = ("block errors only: per-linear errors need the original weights in memory, "
+                                    "which offloaded layers do not keep")
         if self.session.pass_s > 0:  # the probe's own passes (eager attention), priced in evaluation passes
             out["layer_probe_passes"] = Measurement(
                 value=(time.perf_counter() - start) / self.session.pass_s,

@@ -3,7 +3,7 @@
 On one device the weights and the working set (Hessians, calibration activations) must fit in the execution
 device's free memory and the KL cache in the host's; otherwise the examination stops before loading with one
 line naming the need, what is free, and the flag to use. With `--device-map` and no `--max-memory`, the limits
-are derived here so that accelerate leaves the working set free on the execution device (it would otherwise
+are derived here so that accelerate leaves the working set free on every execution device (it would otherwise
 fill it with weights); a `--max-memory` that leaves too little room is refused the same way.
 """
 
@@ -49,9 +49,14 @@ def free_memory(device: str) -> dict[str, int]:
 
 def plan_placement(model_ref: str | None, suite, dtype: str, device: str,
                    flags: tuple[str | None, str | None, object]) -> tuple[Placement, Estimate | None]:
-    """The placement `--device-map`, `--max-memory` and `--offload-folder` ask for, checked against the estimate."""
+    """The placement `--device-map`, `--max-memory` and `--offload-folder` ask for, checked against the estimate
+    (`dtype` as requested: 'auto' is examined in float32 first)."""
     placement = placement_from_flags(*flags, device)
-    return placement, check_memory(model_ref, suite, dtype, device, placement)
+    if placement.dispatched and dtype == "auto":
+        raise DoctorError("--dtype auto compares float32 and bfloat16 copies of the whole model in memory; with "
+                          "--device-map, --max-memory or --offload-folder pass --dtype float32, float16 or bfloat16")
+    load_dtype = "float32" if dtype == "auto" else dtype
+    return placement, check_memory(model_ref, suite, load_dtype, device, placement)
 
 
 def check_memory(model_ref: str | None, suite, dtype: str, device: str, placement: Placement) -> Estimate | None:
@@ -93,9 +98,8 @@ def _fit_dispatched(est: Estimate, placement: Placement, free: dict[str, int], d
     exec_key: int | str = 0 if device == "cuda" and "0" in free else "cpu"
     host_reserve = est.total("host") + (est.working_set if exec_key == "cpu" else 0)
     if placement.max_memory is None:
-        limits: dict[int | str, int] = {int(k): v for k, v in free.items() if k != "cpu"}
-        if exec_key == 0:
-            limits[0] = free["0"] - est.working_set
+        # every GPU calibrates the layers it holds, so each keeps room for the working set
+        limits: dict[int | str, int] = {int(k): v - est.working_set for k, v in free.items() if k != "cpu"}
         limits["cpu"] = free["cpu"] - host_reserve
         if any(v <= 0 for v in limits.values()):
             short = next(k for k, v in limits.items() if v <= 0)
@@ -118,8 +122,20 @@ def placement_facts(patient, placement: Placement, est: Estimate | None) -> dict
     facts = {"memory_estimate": summary(est) if est is not None else "not estimated (no readable config)"}
     if placement.dispatched:
         facts["placement"] = placement.describe()
-        where: dict[str, int] = {}
-        for device in getattr(patient.model, "hf_device_map", {}).values():
-            where[str(device)] = where.get(str(device), 0) + 1
-        facts["device_map"] = ", ".join(f"{d}: {n} modules" for d, n in sorted(where.items()))
+        facts["decoder_layers_on"] = _layers_by_device(patient.model)
     return facts
+
+
+def _layers_by_device(model) -> str:
+    """'cpu 2, disk 4': where accelerate put each decoder layer (the longest device-map prefix of its name)."""
+    from doctor.compress.adapters import decoder_layers
+
+    device_map = getattr(model, "hf_device_map", {})
+    names = {id(m): n for n, m in model.named_modules()}
+    where: dict[str, int] = {}
+    for layer in decoder_layers(model):
+        name = names[id(layer)]
+        keys = [k for k in device_map if k == "" or name == k or name.startswith(f"{k}.")]
+        device = str(device_map[max(keys, key=len)]) if keys else "unknown"
+        where[device] = where.get(device, 0) + 1
+    return ", ".join(f"{d} {n}" for d, n in sorted(where.items()))

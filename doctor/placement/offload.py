@@ -244,8 +244,26 @@ def _hook_offload_off(hook) -> Iterator[None]:
 
 def offloaded_weights(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, tensor) of every offloaded tensor, read from storage one at a time (nothing is kept)."""
+    for name, (entry, local) in _offloaded_index(model).items():
+        yield name, entry.hook.weights_map[local]
+
+
+def _offloaded_index(model: nn.Module) -> dict[str, tuple[_Offloaded, str]]:
     names = {id(m): n for n, m in model.named_modules()}
+    index = {}
     for entry in offloaded_modules(model):
         prefix = names[id(entry.module)]
         for name in entry.tensor_names():
-            yield (f"{prefix}.{name}" if prefix else name), entry.hook.weights_map[name]
+            index[f"{prefix}.{name}" if prefix else name] = (entry, name)
+    return index
+
+
+def state_items(model: nn.Module, by_name: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
+    """The state dict (in name order if `by_name`) with offloaded tensors read from their storage, one at a time."""
+    index = _offloaded_index(model)
+    items = model.state_dict().items()
+    for name, tensor in sorted(items, key=lambda item: item[0]) if by_name else items:
+        if tensor.device.type == "meta" and name in index:
+            entry, local = index[name]
+            tensor = entry.hook.weights_map[local]
+        yield name, tensor

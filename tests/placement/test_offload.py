@@ -12,6 +12,7 @@ import torch
 from doctor.examination.runner import Options, examine
 from doctor.patient import load_patient
 from doctor.placement import offload
+from doctor.placement.check import placement_facts
 from doctor.placement.flags import Placement
 from doctor.resources import DEMO_MODEL
 from doctor.spec.checkup import Suite
@@ -62,7 +63,7 @@ def test_offloaded_examination_equals_in_memory_run(tiny_dir, tmp_path):
 
     weights = tiny_dir / "model.safetensors"
     before = _sha(weights)
-    placement = Placement("auto", {"cpu": 1_000_000}, tmp_path / "offload")  # ~1 MB: under two of six layers
+    placement = Placement("auto", {"cpu": 2_000_000}, tmp_path / "offload")  # 2 MB of 4: one layer stays in memory
     patient = load_patient(str(tiny_dir), placement=placement)
     placed = set(patient.model.hf_device_map.values())
     assert "disk" in placed, patient.model.hf_device_map
@@ -70,6 +71,8 @@ def test_offloaded_examination_equals_in_memory_run(tiny_dir, tmp_path):
     offloaded = examine(patient, suite, Options(out_dir=tmp_path / "disk", use_predictor=False))
 
     assert offload.peak_materialized() == 1  # block by block: never two offloaded layers on at once
+    facts = placement_facts(patient, placement, None)  # what `doctor examine` adds to the baseline's health
+    assert facts["decoder_layers_on"] == "cpu 1, disk 5" and facts["placement"].startswith("device_map=auto")
     mem, disk = _ppl(in_memory), _ppl(offloaded)
     assert None not in (mem["gptq4"], mem["wanda50"], mem["rtn4"], mem["mag24"])
     assert len({mem["baseline"], mem["gptq4"], mem["wanda50"], mem["rtn4"], mem["mag24"]}) == 5
