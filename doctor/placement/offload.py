@@ -160,19 +160,27 @@ def _remove(path: str) -> None:
         os.remove(path)
 
 
-def _on_disk(hook, name: str) -> bool:
-    """Whether the hook reads `name` from disk (an index entry) rather than from a CPU state dict."""
+def _storage(hook) -> tuple[Mapping, str]:
+    """The hook's underlying weights (accelerate's OffloadedWeightsLoader, or a dict) and its key prefix."""
     dataset, prefix = hook.weights_map, ""
     while isinstance(dataset, Overlay):
         dataset = dataset.base
-    if hasattr(dataset, "prefix"):  # accelerate's PrefixedDataset over an OffloadedWeightsLoader
+    if hasattr(dataset, "prefix"):  # accelerate's PrefixedDataset
         prefix, dataset = dataset.prefix, dataset.dataset
+    return dataset, prefix
+
+
+def _on_disk(hook, name: str) -> bool:
+    """Whether the hook reads `name` from disk (an index entry) rather than from a CPU state dict."""
+    dataset, prefix = _storage(hook)
     state = dataset if isinstance(dataset, dict) else getattr(dataset, "state_dict", None)
     return state is None or f"{prefix}{name}" not in state
 
 
-def _scratch_dir() -> str:
-    folder = os.path.join(tempfile.gettempdir(), f"model-doctor-offload-{os.getpid()}")
+def _scratch_dir(hook) -> str:
+    """A folder for rewritten disk-offloaded weights: beside the offload folder (the disk chosen for weights)."""
+    base = getattr(_storage(hook)[0], "save_folder", None) or tempfile.gettempdir()
+    folder = os.path.join(base, f"model-doctor-rewritten-{os.getpid()}")
     os.makedirs(folder, exist_ok=True)
     return folder
 
@@ -183,7 +191,7 @@ def _write_back(entry: _Offloaded, name: str, value: torch.Tensor, undo) -> None
         undo.set_attr(hook, "weights_map", Overlay(hook.weights_map, None))
     overlay = hook.weights_map
     if overlay.scratch is None and _on_disk(hook, name):
-        overlay.scratch = _scratch_dir()
+        overlay.scratch = _scratch_dir(hook)
     overlay.put(name, value)
 
 
