@@ -103,6 +103,15 @@ def check_offload_support(modification, model: nn.Module) -> None:
                                     "memory; examine it on a device that holds the whole model")
 
 
+def module_device(module: nn.Module) -> torch.device:
+    """Where a module computes: its hooks' execution device when dispatched, else its first parameter's device."""
+    for sub in module.modules():
+        for hook in _align_hooks(sub):
+            if getattr(hook, "execution_device", None) is not None:
+                return torch.device(hook.execution_device)
+    return next((p.device for p in module.parameters() if p.device.type != "meta"), torch.device("cpu"))
+
+
 def peak_materialized() -> int:
     """The most offloaded layers materialized at the same time since `reset_peak()`."""
     return _live["peak"]

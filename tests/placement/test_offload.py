@@ -22,7 +22,8 @@ SUITE = {
     "eval": {"corpus": "tinystories-valid", "seq_len": 128, "max_windows": 3, "bootstrap": 0},
     "calibration": {"corpus": "tinystories-calib", "samples": 4, "seq_len": 128},
     "checkups": [
-        {"id": "gptq4", "modification": {"kind": "quantize", "method": "gptq", "bits": 4, "group_size": 32}},
+        {"id": "gptq4", "modification": {"kind": "quantize", "method": "gptq", "bits": 4, "group_size": 32},
+         "metrics": ["perplexity", "kl", "layer_error"]},
         {"id": "heads", "modification": {"kind": "prune", "structure": "heads", "sparsity": 0.25}},
         {"id": "wanda50", "modification": {"kind": "prune", "method": "wanda", "sparsity": 0.5}},
         {"id": "rtn4", "modification": {"kind": "quantize", "bits": 4, "group_size": 32}},
@@ -80,6 +81,11 @@ def test_offloaded_examination_equals_in_memory_run(tiny_dir, tmp_path):
         assert disk[key] == pytest.approx(mem[key], rel=1e-5), key
     by_id = {c.id: c for c in offloaded.checkups}
     assert by_id["gptq4"].realized["coverage"] == 1.0 and by_id["wanda50"].realized["sparsity"] == pytest.approx(0.5)
+    layer_keys = [k for k in in_memory.checkups[0].metrics if k.startswith("layer")]
+    for key in ("layer_error_max", "layer_error_mean"):  # block errors: measured as in memory
+        assert by_id["gptq4"].metrics[key].value == pytest.approx(in_memory.checkups[0].metrics[key].value, rel=1e-5)
+    assert layer_keys and all("block errors only" in (by_id["gptq4"].metrics[k].note or "") for k in layer_keys
+                              if k != "layer_probe_passes")
     assert by_id["rtn4"].realized["max_levels_per_group"] <= 16 and by_id["mag24"].realized["sparsity"] == 0.5
     # structured pruning reshapes modules whose weights are not in memory: a loud, recorded refusal
     assert by_id["heads"].status == "error" and "offloaded layers" in by_id["heads"].error
