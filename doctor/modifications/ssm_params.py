@@ -27,6 +27,7 @@ from doctor.compress.quantizer import quantize_rtn
 from doctor.errors import ModificationError
 from doctor.modifications.base import UndoLog
 from doctor.modifications.coverage import SCOPE_ATTR
+from doctor.placement.offload import materialized
 
 
 def as_rows(param: torch.Tensor) -> torch.Tensor:
@@ -56,9 +57,10 @@ def round_ssm_params(model: nn.Module, bits: int, group_size: int | None, symmet
     """Round every target state-space parameter to nearest in place (saved first); returns their names."""
     names = []
     for index, block in enumerate(decoder_layers(model)):
-        for name, param in architecture_of(block).ssm_targets(block).items():
-            undo.save_tensor(param)
-            with torch.no_grad():
-                param.copy_(quantize_rtn(as_rows(param), bits, group_size, symmetric).reshape(param.shape))
-            names.append(f"{index}.{name}")
+        with materialized(block, undo):  # an offloaded block's weights are on hand only inside
+            for name, param in architecture_of(block).ssm_targets(block).items():
+                undo.save_tensor(param)
+                with torch.no_grad():
+                    param.copy_(quantize_rtn(as_rows(param), bits, group_size, symmetric).reshape(param.shape))
+                names.append(f"{index}.{name}")
     return names
