@@ -49,6 +49,18 @@ class QuantizeSpec(Spec):
         description="AWQ with grouped-query attention: leave o_proj unscaled as llm-awq ('skip'), or scale it with "
         "one scale per value channel shared by the query heads reading it ('tied')",
     )
+    ssm_params: Literal["keep", "quantize"] = Field(
+        "keep",
+        description="state-space mixers (Mamba): keep dt_proj, A_log, D and conv1d in full precision, or round "
+        "their weights to nearest at these bits and groups (RTN for every method: dt_proj is used as a bare "
+        "matrix that no calibration hook sees)",
+    )
+    search_tokens: int | None = Field(
+        None, ge=1,
+        description="AWQ: measure the scale search's loss on the first calibration windows holding this many tokens "
+        "(whole windows) instead of all of them, as upstream; the activation means and the clip search still use "
+        "every token. A cheaper, non-reference option",
+    )
     targets: TargetSpec | None = None
     calibration: CalibrationSpec | None = None
 
@@ -56,7 +68,7 @@ class QuantizeSpec(Spec):
     def _check_static_groups(self) -> QuantizeSpec:
         if self.static_groups and (self.method != "gptq" or self.group_size is None):
             raise ValueError("static_groups applies only to method 'gptq' with a group_size")
-        awq_options = {"auto_clip", "gqa_scales", "grid"} & self.model_fields_set
+        awq_options = {"auto_clip", "gqa_scales", "grid", "search_tokens"} & self.model_fields_set
         if awq_options and self.method != "awq":
             raise ValueError(f"{', '.join(sorted(awq_options))} applies only to method 'awq'")
         if self.true_sequential and self.method != "gptq":
@@ -79,6 +91,8 @@ def summary(mod: dict[str, Any]) -> str:
         parts.append("true-sequential")
     if mod.get("group_scales") == "updated":
         parts.append("updated-group-scales")
+    if mod.get("ssm_params") == "quantize":
+        parts.append("+ssm-params-rtn")
     return " ".join(parts)
 
 
