@@ -132,8 +132,11 @@ class RayExecutor:
             yield
             return
         where = self.address or "a local Ray runtime (or the cluster in RAY_ADDRESS)"
+        # worker logs stay in Ray's session logs, off the progress bar; Ray Client (ray://) takes no such options
+        quiet = {} if (self.address or "").startswith("ray://") else {"logging_level": logging.ERROR,
+                                                                     "log_to_driver": False}
         try:
-            ray.init(address=self.address, logging_level=logging.ERROR, log_to_driver=False)
+            ray.init(address=self.address, **quiet)
         except Exception as exc:  # connection refused, a bad address, a version mismatch: one line each
             raise DoctorError(f"--address {self.address}: cannot start or reach {where}: {one_line(exc)}") from None
         try:
@@ -160,12 +163,11 @@ class RayExecutor:
 
     def _sweep(self, ray, shared, todo: list[Checkup], text: TextInfo, progress):
         """Submit every checkup, then yield results as they finish (a lost worker's checkup as a failure)."""
-        task = ray.remote(checkup_task)
-        running = {
-            task.options(name=f"checkup:{c.id}", num_cpus=self.cpus, num_gpus=self.gpus, max_retries=RETRIES,
-                         retry_exceptions=False).remote(self.load, shared, c): c
-            for c in todo
-        }
+        resources = {"num_cpus": self.cpus, "num_gpus": self.gpus}
+        if self.gpus:  # a fresh worker per GPU task: its GPU memory goes back with it (and its GPU id is its own)
+            resources["max_calls"] = 1
+        task = ray.remote(max_retries=RETRIES, retry_exceptions=False, **resources)(checkup_task)
+        running = {task.options(name=f"checkup:{c.id}").remote(self.load, shared, c): c for c in todo}
         progress(f"{len(running)} checkups on Ray")
         try:
             while running:

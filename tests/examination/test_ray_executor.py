@@ -26,8 +26,9 @@ TIMING = {"layer_probe_passes"}  # priced against the driver's own pass time: a 
 
 SUITE = {
     "name": "ray",
-    "eval": {"corpus": "tinystories-valid", "max_windows": 3, "bootstrap": 50},
-    "calibration": {"corpus": "tinystories-calib", "samples": 4},
+    # the exact KL store (an unlinked file on the driver) is the one that must travel by value
+    "eval": {"corpus": "tinystories-valid", "max_windows": 2, "bootstrap": 20, "kl_mode": "exact"},
+    "calibration": {"corpus": "tinystories-calib", "samples": 2},
     "checkups": [
         {"id": "rtn4", "modification": {"kind": "quantize", "bits": 4, "group_size": 32},
          "expect": {"ppl_ratio": {"max": 100}}},
@@ -142,6 +143,18 @@ def test_a_lost_worker_costs_only_its_checkup_and_resume_runs_it_again(ray_runti
     assert sum("reused from results.jsonl" in m for m in again) == 3
 
 
+def test_cli_runs_a_suite_on_ray(ray_runtime, tmp_path):
+    suite = tmp_path / "one.yaml"
+    suite.write_text(json.dumps({**SUITE, "checkups": SUITE["checkups"][:1]}))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["examine", "--suite", str(suite), "--executor", "ray", "--checkup-cpus", "1",
+                                       "--no-predictor", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "rtn4" in result.output and "PASS" in result.output
+    checkups = json.loads((out / "results.json").read_text())["checkups"]
+    assert [(c["id"], c["status"]) for c in checkups] == [("rtn4", "ok")]
+
+
 def test_cli_without_ray_names_the_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(__import__("sys").modules, "ray", None)  # `import ray` raises ImportError
     result = CliRunner().invoke(main, ["examine", "--executor", "ray", "--out", str(tmp_path / "out")])
@@ -160,3 +173,21 @@ def test_cli_refuses_a_gpu_share_for_a_cpu_baseline(tmp_path):
     result = CliRunner().invoke(main, ["examine", "--executor", "ray", "--device", "cpu", "--checkup-gpus", "1",
                                        "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "checkups run on the baseline's device" in result.output
+
+
+def test_the_exact_kl_store_travels_by_value():
+    import pickle
+
+    import torch
+
+    from doctor.kl_store import ExactStore
+
+    store = ExactStore(2, 5, 11)
+    logits = torch.randn(2, 5, 11, generator=torch.Generator().manual_seed(0))
+    store.add(slice(0, 2), slice(0, 5), logits, logits.logsumexp(-1))
+    store.finish()
+    copy = pickle.loads(pickle.dumps(store))
+    other = torch.randn(2, 5, 11, generator=torch.Generator().manual_seed(1))
+    args = (slice(0, 2), slice(1, 4), other[:, 1:4], other[:, 1:4].logsumexp(-1))
+    assert torch.equal(copy.kl(*args), store.kl(*args))
+    assert torch.equal(copy.coverage(), store.coverage()) and copy.bytes_per_token() == store.bytes_per_token()
