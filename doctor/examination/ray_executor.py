@@ -185,8 +185,16 @@ class RayExecutor:
             return ray.get(ref)
         except ray.exceptions.RayTaskError as exc:  # raised outside run_checkup's own net (e.g. unpickling)
             return failed(checkup, text, f"error on the Ray worker: {one_line(exc.cause or exc)}")
-        except ray.exceptions.RayError as exc:  # the worker process or its node died, on both attempts
+        except _lost(ray) as exc:  # the worker process or its node died, on both attempts
             return failed(checkup, text, f"worker lost twice: {one_line(exc)}")
+        except ray.exceptions.RayError as exc:  # Ray could not run it at all (its runtime environment, say)
+            return failed(checkup, text, f"Ray could not run the checkup: {one_line(exc)}")
+
+
+def _lost(ray) -> tuple[type, ...]:
+    """Ray's errors for a task whose worker went away (retried by Ray before they reach the driver)."""
+    names = ("WorkerCrashedError", "NodeDiedError", "OutOfMemoryError", "ObjectLostError", "LocalRayletDiedError")
+    return tuple(getattr(ray.exceptions, name) for name in names if hasattr(ray.exceptions, name))
 
 
 _LOADED: dict[str, Any] = {}  # this worker process's patient: restored bit for bit after every checkup
