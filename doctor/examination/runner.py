@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,11 +65,23 @@ def _backend_factory(patient: Patient, options: Options):
 
 
 def _layer_probe(patient: Patient, suite: Suite, windows: torch.Tensor):
+    """The layer probe, when a checkup asks for layer metrics: it rides on the baseline's evaluation pass."""
     if not any({"layer_error", "attention"} & set(c.metrics) for c in suite.checkups):
         return None
+    from doctor.compress.adapters import decoder_layers
     from doctor.metrics.layerwise import LayerProbe
 
-    return LayerProbe.capture(patient.model, windows[: min(4, windows.shape[0])])
+    return LayerProbe(list(decoder_layers(patient.model)), windows, batch_size=suite.eval.batch_size)
+
+
+def _baseline_entropy(probe, patient: Patient, suite: Suite) -> float | None:
+    """Baseline attention entropy, only when a checkup asks for `attention`: a pass of its own (eager
+    attention) over the probed windows. Returns its seconds."""
+    if probe is None or not any("attention" in c.metrics for c in suite.checkups):
+        return None
+    start = time.perf_counter()
+    probe.entropy = probe.entropies(patient.model)
+    return time.perf_counter() - start
 
 
 def _baseline_tasks(patient: Patient, suite: Suite, backend) -> dict:
@@ -109,22 +122,24 @@ def prepare(patient: Patient, suite: Suite, options: Options, progress) -> tuple
         from doctor.onnx.backend import require_onnxruntime
 
         require_onnxruntime()
-    base_pass, cache = baseline_pass(
-        backend, windows, patient.facts.vocab, batch_size=spec.batch_size, spill_dir=options.out_dir,
-        plan=kl_plan(patient.facts.vocab, spec.kl_mode, spec.kl_target_mass, spec.kl_bytes_per_token, spec.kl_top_k),
-        progress=window_progress(progress, "baseline:", info.windows),
-    )
-    pass_s = time.perf_counter() - start  # one evaluation pass with the KL store: the unit of cost
+    probe = _layer_probe(patient, suite, windows)
+    with probe.recording() if probe is not None else nullcontext():
+        base_pass, cache = baseline_pass(
+            backend, windows, patient.facts.vocab, batch_size=spec.batch_size, spill_dir=options.out_dir,
+            plan=kl_plan(patient.facts.vocab, spec.kl_mode, spec.kl_target_mass, spec.kl_bytes_per_token,
+                         spec.kl_top_k),
+            progress=window_progress(progress, "baseline:", info.windows),
+        )
+    probe_s = probe.timer.seconds if probe is not None else 0.0
+    pass_s = time.perf_counter() - start - probe_s  # one evaluation pass with the KL store: the unit of cost
     metrics = perplexity(base_pass, spec.bootstrap, spec.seed)
     session = Session(
         patient=patient, eval_spec=spec, windows=windows, text=info, base_pass=base_pass, cache=cache,
         calibration=CalibrationProvider(patient, suite.calibration, seq_len), make_backend=make_backend,
         out_dir=options.out_dir, progress=progress,
     )
-    session.pass_s = pass_s
-    probe_start = time.perf_counter()
-    session.probe = _layer_probe(patient, suite, windows)
-    probe_s = time.perf_counter() - probe_start
+    session.pass_s, session.probe = pass_s, probe
+    entropy_s = _baseline_entropy(probe, patient, suite)
     session.baseline_tasks = _baseline_tasks(patient, suite, backend)
     metrics.update(session.baseline_tasks)
     baseline = Baseline(
@@ -133,8 +148,10 @@ def prepare(patient: Patient, suite: Suite, options: Options, progress) -> tuple
     )
     baseline.precision = precision
     baseline.health.update(cache.describe(patient.facts.vocab))
-    if session.probe is not None:  # the probe's own passes (eager attention), priced in evaluation passes
+    if probe is not None:  # the probe's work inside the pass (hooks), priced in evaluation passes
         baseline.health["layer_probe_passes"] = round(probe_s / max(pass_s, 1e-9), 3)
+    if entropy_s is not None:  # the opt-in eager-attention pass for attention entropy
+        baseline.health["attention_probe_passes"] = round(entropy_s / max(pass_s, 1e-9), 3)
     baseline.health["backend"] = f"{backend.name}/{backend.provider}"  # the reference every checkup is held to
     baseline.health["checkup_backend"] = options.backend
     return session, baseline

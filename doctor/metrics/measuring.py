@@ -1,12 +1,13 @@
 """Measuring one checkup's metric groups: what the groups share is computed once, each group reads its part.
 
 The evaluation pass over the eval windows serves every group that declares `evaluation` (with KL when any of
-them needs it); the layer probe serves `layer_error` and `attention` together.
+them needs it); the layer probe rides on it (hooks) and serves `layer_error` and `attention` together.
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,18 +31,30 @@ class Measuring:
         registered = groups()
         return [registered[name] for name in registered if name in self.checkup.metrics]
 
+    @property
+    def probing(self) -> bool:
+        """Whether this checkup asks for the layer probe's statistics."""
+        return self.session.probe is not None and bool({"layer_error", "attention"} & set(self.checkup.metrics))
+
     def evaluation(self) -> dict[str, Measurement]:
-        """ppl, ppl_ratio, nll_delta (and KL statistics when a requested group needs them), from one pass."""
+        """ppl, ppl_ratio, nll_delta (and KL statistics when a requested group needs them), from one pass; the
+        layer probe rides on the same pass when a requested group needs it."""
         if "evaluation" not in self.memo:
             from doctor.metrics.evaluation import compare_pass
             from doctor.metrics.language import against_baseline
 
             session, spec = self.session, self.session.eval_spec
-            current = compare_pass(
-                self.backend, session.windows, session.cache, session.patient.facts.vocab,
-                batch_size=spec.batch_size, with_kl=any(g.evaluation == "kl" for g in self.requested),
-                progress=window_progress(session.progress, f"{self.checkup.id}: measuring", session.windows.shape[0]),
-            )
+            probing = self.probing and "comparison" not in self.memo
+            hooks = session.probe.comparing(session.patient.model, self.ctx.undo.originals()) if probing else None
+            with hooks if hooks is not None else nullcontext() as comparison:
+                current = compare_pass(
+                    self.backend, session.windows, session.cache, session.patient.facts.vocab,
+                    batch_size=spec.batch_size, with_kl=any(g.evaluation == "kl" for g in self.requested),
+                    progress=window_progress(session.progress, f"{self.checkup.id}: measuring",
+                                             session.windows.shape[0]),
+                )
+            if comparison is not None and comparison.complete():  # else the backend ran another model (ONNX)
+                self.memo["comparison"] = comparison
             self.memo["evaluation"] = against_baseline(session.base_pass, current, spec.bootstrap, spec.seed)
         return self.memo["evaluation"]
 
@@ -51,19 +64,46 @@ class Measuring:
         return {k: v for k, v in self.evaluation().items() if k in keys}
 
     def layer_metrics(self) -> dict[str, Measurement]:
-        """Per-layer statistics from the probe, merged into the result's layers; the first caller gets them."""
-        if "layers" in self.memo or self.session.probe is None:
+        """Per-layer statistics from the probe, merged into the result's layers; the first caller gets them.
+
+        They come from the hooks on the evaluation pass; a pass of the probe's own over its windows only when
+        no requested group needs the evaluation pass or the pass ran outside torch; attention entropy (the
+        `attention` group) always takes a pass of its own with eager attention, priced separately.
+        """
+        if "layers" in self.memo or not self.probing:
             return {}
         self.memo["layers"] = True
-        start = time.perf_counter()
-        measured = self.session.probe.compare(self.session.patient.model, self.ctx.undo.originals())
+        probe, model = self.session.probe, self.session.patient.model
+        if "evaluation" not in self.memo and any(g.evaluation for g in self.requested):
+            self.evaluation()
+        comparison = self.memo.get("comparison")
+        own_s = 0.0
+        if comparison is None:
+            start = time.perf_counter()
+            with probe.comparing(model, self.ctx.undo.originals()) as comparison:
+                probe.run(model)
+            own_s = time.perf_counter() - start - comparison.timer.seconds
+        entropy_s = None
+        entropies = None
+        if "attention" in self.checkup.metrics:
+            start = time.perf_counter()
+            entropies = probe.entropies(model)
+            entropy_s = time.perf_counter() - start
+        measured = comparison.stats(entropies)
         self.result.layers = merge_layers(self.result.layers, measured)
         out = layer_summary(self.result.layers)
-        if self.session.pass_s > 0:  # the probe's own passes (eager attention), priced in evaluation passes
+        unit = self.session.pass_s
+        if unit > 0:
             out["layer_probe_passes"] = Measurement(
-                value=(time.perf_counter() - start) / self.session.pass_s,
-                note="the layer probe's extra forward passes (eager attention, up to 4 windows) in evaluation passes",
+                value=(comparison.timer.seconds + own_s) / unit,
+                note="the layer probe's work (hooks, block replays for the local error"
+                     + (", a pass of its own" if own_s else "") + ") in evaluation passes",
             )
+            if entropy_s is not None:
+                out["attention_probe_passes"] = Measurement(
+                    value=entropy_s / unit,
+                    note=f"the eager-attention pass for attention entropy ({probe.limit} windows) in evaluation passes",
+                )
         return out
 
 

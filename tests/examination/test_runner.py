@@ -144,3 +144,50 @@ def test_onnx_export_failure_is_a_recorded_failed_checkup(tiny_llama, tmp_path, 
     exam = examine(tiny_llama, _onnx_suite(), _options(tmp_path))
     assert exam.checkups[0].status == "error" and "exporter crashed" in exam.checkups[0].error
     assert exam.checkups[1].status == "ok" and exam.verdict == "failed"
+
+
+def test_layer_probe_rides_on_the_passes_and_attention_entropy_is_opt_in(tiny_llama, tmp_path):
+    """layer_error comes from hooks on the evaluation passes; only `attention` adds (priced) eager passes."""
+    from doctor.metrics import layerwise
+
+    calls = []
+    real = layerwise.LayerProbe.entropies
+    suite = Suite.model_validate({
+        "name": "probe", "eval": {"corpus": "tinystories-valid", "max_windows": 3, "bootstrap": 0},
+        "checkups": [
+            {"id": "rtn3", "modification": {"kind": "quantize", "bits": 3, "group_size": 32},
+             "metrics": ["perplexity", "layer_error"]},
+            {"id": "rtn3-attn", "modification": {"kind": "quantize", "bits": 3, "group_size": 32},
+             "metrics": ["perplexity", "attention"]},
+        ],
+    })
+
+    def counted(self, model):
+        calls.append(len(layerwise.decoder_layers(model)))
+        return real(self, model)
+
+    layerwise.LayerProbe.entropies = counted
+    try:
+        exam = examine(tiny_llama, suite, _options(tmp_path))
+    finally:
+        layerwise.LayerProbe.entropies = real
+    plain, attn = exam.checkups
+    assert len(calls) == 2  # the baseline's and the attention checkup's eager passes; none for layer_error
+    assert exam.baseline.health["layer_probe_passes"] >= 0 and exam.baseline.health["attention_probe_passes"] > 0
+    assert all("attention_entropy" in s.extra for s in exam.baseline.layers)
+    assert plain.metrics["layer_error_max"].value > 0 and "attention_probe_passes" not in plain.metrics
+    assert not any("attention_entropy" in s.extra for s in plain.layers)
+    assert attn.metrics["attention_probe_passes"].value > 0 and "attention_entropy_shift" in attn.metrics
+    assert plain.metrics["layer_error_max"].value == pytest.approx(attn.metrics["layer_error_max"].value)
+
+
+def test_no_eager_pass_without_the_attention_group(tiny_llama, tmp_path):
+    suite = Suite.model_validate({
+        "name": "probe", "eval": {"corpus": "tinystories-valid", "max_windows": 2, "bootstrap": 0},
+        "checkups": [{"id": "rtn3", "modification": {"kind": "quantize", "bits": 3, "group_size": 32},
+                      "metrics": ["layer_error"]}],  # no evaluation group: the probe runs its own windows
+    })
+    exam = examine(tiny_llama, suite, _options(tmp_path))
+    (c,) = exam.checkups
+    assert "attention_probe_passes" not in exam.baseline.health
+    assert c.metrics["layer_error_max"].value > 0 and "ppl" not in c.metrics

@@ -27,7 +27,7 @@ def model(request):
 
 def test_baseline_stats_are_in_range(model):
     before = model.config._attn_implementation
-    probe = LayerProbe.capture(model, windows())
+    probe = LayerProbe.capture(model, windows(), attention=True)
     assert model.config._attn_implementation == before  # eager only while probing
     stats = probe.baseline_stats()
     assert [s.layer for s in stats] == list(range(len(decoder_layers(model))))
@@ -39,8 +39,8 @@ def test_baseline_stats_are_in_range(model):
 
 
 def test_unmodified_model_has_zero_error(model):
-    probe = LayerProbe.capture(model, windows())
-    stats = probe.compare(model)
+    probe = LayerProbe.capture(model, windows(), attention=True)
+    stats = probe.compare(model, attention=True)
     assert all(s.rel_error == 0.0 and s.extra["local_error"] == 0.0 for s in stats)
     assert all(s.extra["attention_entropy_shift"] == 0.0 for s in stats)
     assert summary(stats)["layer_error_max"] == 0.0
@@ -67,13 +67,13 @@ def test_a_perturbed_block_is_localised(model):
 
 def test_removed_and_inserted_blocks_are_reported():
     model = tiny_llama_model(layers=4)
-    probe = LayerProbe.capture(model, windows())
+    probe = LayerProbe.capture(model, windows(), attention=True)
     owner, attr = layer_container(model)
     blocks = list(getattr(owner, attr))
     undo = UndoLog()
     undo.set_attr(owner, attr, torch.nn.ModuleList([blocks[0], blocks[2], copy.deepcopy(blocks[2]), blocks[3]]))
     undo.set_attr(model.config, "num_hidden_layers", 4)
-    stats = probe.compare(model)
+    stats = probe.compare(model, attention=True)
     undo.restore()
     by_name = {s.name: s for s in stats}
     assert by_name["layers.1 (removed)"].extra["removed"] == 1.0
@@ -127,3 +127,75 @@ def test_module_columns_pool_experts():
 
     assert module_column("self_attn.q_proj") == "q_proj"
     assert module_column("block_sparse_moe.experts.3.w2") == "experts.w2"
+
+
+def _perturb_mlp(model, layer: int, scale: float) -> UndoLog:
+    undo = UndoLog()
+    block = decoder_layers(model)[layer]
+    weight = next(p for n, p in block.named_parameters() if p.dim() == 2 and "mlp" in n)
+    undo.save_tensor(weight)
+    with torch.no_grad():
+        weight.add_(torch.randn_like(weight) * weight.std() * scale)
+    return undo
+
+
+def test_the_probe_rides_on_the_evaluation_pass(model):
+    """Hooks on the batched evaluation passes give what the probe's own passes give, on the first 4 windows."""
+    from doctor.backends.torch_backend import TorchBackend
+    from doctor.metrics.evaluation import baseline_pass, compare_pass
+
+    ids = windows(n=7, seq=24)  # batches of 3: the fourth window is the first row of the second batch
+    own = LayerProbe.capture(model, ids, batch_size=3)
+    riding = LayerProbe(list(decoder_layers(model)), ids, batch_size=3)
+    with riding.recording():
+        _, cache = baseline_pass(TorchBackend(model), ids, 128, batch_size=3)
+    assert [sum(c.shape[0] for c in chunks) for chunks in riding.outputs] == [4] * len(riding.layers)
+    assert [len(chunks) for chunks in riding.inputs] == [1] * len(riding.layers)  # the replayed window
+    for a, b in zip(own.outputs, riding.outputs, strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert riding.running[0].tokens == 7 * 24  # Block Influence and outliers over every window
+    assert all("attention_entropy" not in s.extra for s in riding.baseline_stats())  # no eager pass asked for
+
+    torch.manual_seed(1)
+    undo = _perturb_mlp(model, 1, 0.5)
+    with riding.comparing(model, undo.originals()) as comparison:
+        compare_pass(TorchBackend(model), ids, cache, 128, batch_size=3)
+    assert comparison.complete()
+    in_pass = comparison.stats()
+    standalone = own.compare(model, undo.originals())
+    undo.restore()
+    for a, b in zip(in_pass, standalone, strict=True):
+        assert a.rel_error == pytest.approx(b.rel_error, rel=1e-6, abs=1e-9)
+        assert a.extra == pytest.approx(b.extra, rel=1e-6, abs=1e-9)
+    assert in_pass[1].rel_error > 0 and in_pass[0].rel_error == 0.0
+    assert any(k.startswith("module_error.") for k in in_pass[1].extra)
+    assert comparison.timer.seconds > 0  # the probe's own work is timed, to be priced
+
+
+def test_a_pass_that_never_runs_the_blocks_is_incomplete():
+    model = tiny_llama_model(layers=2)
+    probe = LayerProbe.capture(model, windows())
+    with probe.comparing(model) as comparison:
+        pass  # an exported model evaluated elsewhere: the torch blocks never run
+    assert not comparison.complete()
+
+
+def test_module_error_samples_positions_of_long_windows():
+    """Long windows: the error of a changed linear is measured at every stride-th position, close to all."""
+    from doctor.metrics import layer_comparison
+
+    model = tiny_llama_model(layers=2)
+    ids = torch.randint(3, 128, (2, 96), generator=torch.Generator().manual_seed(0))
+    probe = LayerProbe.capture(model, ids)
+    torch.manual_seed(2)
+    undo = _perturb_mlp(model, 0, 0.5)
+    every = probe.compare(model, undo.originals())
+    tokens, layer_comparison.MODULE_TOKENS = layer_comparison.MODULE_TOKENS, 24  # a stride of 4
+    try:
+        sampled = probe.compare(model, undo.originals())
+    finally:
+        layer_comparison.MODULE_TOKENS = tokens
+        undo.restore()
+    key = next(k for k in every[0].extra if k.startswith("module_error."))
+    assert sampled[0].extra[key] != every[0].extra[key]
+    assert sampled[0].extra[key] == pytest.approx(every[0].extra[key], rel=0.15)
