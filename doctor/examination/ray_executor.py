@@ -240,7 +240,7 @@ def worker_patient(load, shared: Shared):
 
 def worker_session(load, shared: Shared, checkup: Checkup) -> Session:
     from doctor.data.calibration import CalibrationProvider
-    from doctor.examination.runner import Options, _backend_factory, _layer_probe
+    from doctor.examination.runner import Options, _backend_factory, _baseline_entropy, _layer_probe
 
     patient = worker_patient(load, shared)
     shared.out_dir.mkdir(parents=True, exist_ok=True)  # ONNX exports land here (this node's disk, unless shared)
@@ -253,8 +253,14 @@ def worker_session(load, shared: Shared, checkup: Checkup) -> Session:
     )
     session.pass_s = shared.pass_s
     session.baseline_tasks = dict(shared.baseline_tasks)
-    # the layer probe holds the baseline's own block objects, so a worker captures it on its own model (once)
-    if _LOADED.get("probe") is None:
-        _LOADED["probe"] = _layer_probe(patient, Suite.model_construct(checkups=[checkup]), shared.windows)
-    session.probe = _LOADED["probe"]
+    # the layer probe holds the baseline's own block objects: a worker records it on its own model, once, with
+    # the same hooks over the same batches as the driver's baseline pass (and attention entropy when asked)
+    one = Suite.model_construct(eval=shared.eval_spec, checkups=[checkup])
+    if _LOADED.get("probe") is None and (probe := _layer_probe(patient, one, shared.windows)) is not None:
+        with probe.recording():
+            probe.run(patient.model)
+        _LOADED["probe"] = probe
+    if not _LOADED.get("entropy") and _baseline_entropy(_LOADED.get("probe"), patient, one) is not None:
+        _LOADED["entropy"] = True
+    session.probe = _LOADED.get("probe")
     return session

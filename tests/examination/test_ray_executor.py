@@ -22,7 +22,7 @@ from doctor.spec.checkup import Suite
 from tests.examination.ray_hold import HOLD_DIR_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
-TIMING = {"layer_probe_passes"}  # priced against the driver's own pass time: a ratio of clocks, not a result
+TIMING = {"layer_probe_passes", "attention_probe_passes"}  # priced against the driver's own pass time: a ratio of clocks, not a result
 
 SUITE = {
     "name": "ray",
@@ -33,7 +33,8 @@ SUITE = {
         {"id": "rtn4", "modification": {"kind": "quantize", "bits": 4, "group_size": 32},
          "expect": {"ppl_ratio": {"max": 100}}},
         {"id": "gptq4", "modification": {"kind": "quantize", "method": "gptq", "bits": 4, "group_size": 32}},
-        {"id": "mag", "modification": {"kind": "prune", "sparsity": 0.5}, "metrics": ["perplexity", "kl", "layer_error"],
+        {"id": "mag", "modification": {"kind": "prune", "sparsity": 0.5},
+         "metrics": ["perplexity", "kl", "layer_error", "attention"],
          "expect": {"top1_agreement": {"min": 0.9999}}, "severity": "high"},
     ],
 }

@@ -51,5 +51,5 @@ def test_gpu_tasks_agree_with_in_process_cuda(ray_gpu, tmp_path):
         assert ray_result.status == "ok", ray_result.error
         assert ray_result.verdict == result.verdict
         for key, measurement in result.metrics.items():
-            if key != "layer_probe_passes":
+            if not key.endswith("_probe_passes"):  # clocks, not results
                 assert ray_result.metrics[key].value == pytest.approx(measurement.value, rel=1e-4, abs=1e-6), key
