@@ -1,6 +1,6 @@
 """What the baseline keeps of its next-token distributions, so that KL(baseline || modified) can be computed later.
 
-Three stores, chosen by `EvalSpec.kl_mode`:
+Four stores, chosen by `EvalSpec.kl_mode`:
 - `full`: every float32 log-probability in memory; small vocabularies only (4 V bytes per token).
 - `exact`: every log-probability as uint16 on a per-token linear grid between the token's smallest and largest
   logit, in a file on disk (llama.cpp's `--kl-divergence-base` record, 2 V + 8 bytes per token, without its
@@ -10,16 +10,22 @@ Three stores, chosen by `EvalSpec.kl_mode`:
   as many as `bytes_per_token` allows (8 bytes each: float32 log-prob and int32 id), plus one bucket for the
   rest. KL over these buckets is a lower bound on the full KL (log-sum inequality); the kept mass per token
   (coverage) says by how much it can fall short. A fixed k (`kl_top_k`) is the same store with target 1.
+- `hidden`: each token's final hidden state and a frozen copy of the baseline output head
+  (`doctor.kl_hidden`); the baseline logits are recomputed at KL time, exact up to float rounding, at d/V of
+  the storage plus the head once. A head it cannot reproduce falls back to `plan.fallback` with the reason.
 """
 
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from doctor.kl_hidden import HiddenStore
 
 ENTRY_BYTES = 8  # float32 log-prob + int32 token id
 TOKEN_BYTES = 8  # per kept token in mass mode: the tail log-mass and the entry count (float32 + int32)
@@ -30,10 +36,13 @@ EXACT_TOKEN_BYTES = 8  # per token in exact mode: the grid's scale and offset (f
 class KLPlan:
     """How the baseline keeps its distributions: the mode, and for `mass` the target and the budget."""
 
-    mode: str  # "full" | "exact" | "mass"
+    mode: str  # "full" | "exact" | "mass" | "hidden"
     target: float = 0.999
     bytes_per_token: int = 4096
     max_entries: int | None = None  # fixed k: the legacy top-k store (target 1)
+    fallback: str = "mass"  # hidden mode: the store used when the head cannot be reproduced
+    hidden_dtype: str | None = None  # hidden mode: storage dtype of the states (default: the head's)
+    fallback_reason: str | None = None  # why this plan is not the hidden one it was asked to be
 
     def entries_cap(self, vocab: int) -> int:
         cap = self.max_entries or max(1, (self.bytes_per_token - TOKEN_BYTES) // ENTRY_BYTES)
@@ -69,6 +78,8 @@ class ExactStore:
     def __init__(self, n_win: int, preds: int, vocab: int, spill_dir: Path | None = None) -> None:
         self.shape = (n_win, preds, vocab)
         # unlinked at once: the file lives as long as the store, whatever happens to the examination
+        if spill_dir is not None:
+            Path(spill_dir).mkdir(parents=True, exist_ok=True)
         self._file = tempfile.TemporaryFile(dir=spill_dir, prefix="doctor-kl-", suffix=".u16")  # noqa: SIM115
         self.codes = np.memmap(self._file, dtype=np.uint16, mode="w+", shape=self.shape)
         self.low = torch.empty(n_win, preds)  # smallest logit of the token
@@ -167,7 +178,20 @@ class MassStore:
         return ENTRY_BYTES * float(self.counts.double().mean()) + TOKEN_BYTES
 
 
-def make_store(plan: KLPlan, n_win: int, preds: int, vocab: int, spill_dir: Path | None = None):
+def fall_back(plan: KLPlan, reason: str) -> KLPlan:
+    """The plan a hidden store falls back to, with the reason recorded."""
+    return replace(plan, mode=plan.fallback, fallback_reason=reason)
+
+
+def capturing(store):
+    """What a store records while the baseline pass runs (the hidden store: the head's input)."""
+    return store.capturing() if hasattr(store, "capturing") else nullcontext()
+
+
+def make_store(plan: KLPlan, n_win: int, preds: int, vocab: int, spill_dir: Path | None = None, model=None):
+    """The store `plan` names; a hidden store raises `HiddenUnfit` when the model's head does not allow it."""
+    if plan.mode == "hidden":
+        return HiddenStore(n_win, preds, vocab, model, plan.hidden_dtype, spill_dir)
     if plan.mode == "full":
         return FullStore(n_win, preds, vocab)
     if plan.mode == "exact":

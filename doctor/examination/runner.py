@@ -127,7 +127,8 @@ def prepare(patient: Patient, suite: Suite, options: Options, progress) -> tuple
         base_pass, cache = baseline_pass(
             backend, windows, patient.facts.vocab, batch_size=spec.batch_size, spill_dir=options.out_dir,
             plan=kl_plan(patient.facts.vocab, spec.kl_mode, spec.kl_target_mass, spec.kl_bytes_per_token,
-                         spec.kl_top_k),
+                         spec.kl_top_k, model=patient.model, tokens=windows.shape[0] * (windows.shape[1] - 1),
+                         hidden_dtype=spec.kl_hidden_dtype),
             progress=window_progress(progress, "baseline:", info.windows),
         )
     probe_s = probe.timer.seconds if probe is not None else 0.0

@@ -77,7 +77,8 @@ def kl_coverage_findings(exam: Examination) -> list[Finding]:
             explanation=(f"{c.id}: the baseline kept {coverage.value:.2%} of its probability mass per token on average"
                          f" (lowest {low.value if low else float('nan'):.2%}), below the target {target:g}, within"
                          f" {health.get('kl_bytes_per_token')} bytes per token; every KL statistic is a lower bound."),
-            recommendation="Raise eval.kl_bytes_per_token, or use eval.kl_mode: exact on a short text.",
+            recommendation="Use eval.kl_mode: hidden (exact; its head copy pays on long texts) or exact, or raise "
+                           "eval.kl_bytes_per_token.",
             checkups=[c.id], evidence={"kl_coverage": coverage.value, "kl_target_mass": target}, source="runner",
         ))
     return findings

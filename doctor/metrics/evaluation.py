@@ -7,6 +7,7 @@ keeps the baseline's probability of the actual next token, for llama.cpp's delta
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,20 +18,43 @@ import torch.nn.functional as F
 
 from doctor.backends.base import Backend
 from doctor.errors import NumericError
-from doctor.kl_store import KLPlan, make_store
+from doctor.kl_hidden import HiddenUnfit, hidden_bytes_per_token
+from doctor.kl_store import KLPlan, capturing, fall_back, make_store
 
 FULL_VOCAB_LIMIT = 4096  # store full log-probs up to this vocabulary size
+HIDDEN_MIN_COMPRESSION = 50.0  # auto keeps hidden states when they are at least this much smaller than float32 logits
+TOKEN_BYTES = 8  # every store also keeps each token's argmax and the baseline log-prob of its next token
 _CHUNK_ELEMENTS = 1 << 23  # logits elements per chunk (32 MiB in float32)
+log = logging.getLogger(__name__)
+
+
+def compression(vocab: int, store_bytes_per_token: float) -> float:
+    """How many times fewer bytes per token than full float32 logits."""
+    return 4.0 * vocab / (store_bytes_per_token + TOKEN_BYTES)
 
 
 def kl_plan(vocab: int, mode: str = "auto", target: float = 0.999, bytes_per_token: int = 4096,
-            top_k: int | None = None) -> KLPlan:
-    """The store for this vocabulary: `auto` keeps everything when it is small, else by mass."""
+            top_k: int | None = None, *, model=None, tokens: int | None = None,
+            hidden_dtype: str | None = None) -> KLPlan:
+    """The store for this vocabulary: `auto` keeps the final hidden states when, for `model` over `tokens`
+    evaluated tokens (head copy included), they are at least 50x smaller than float32 logits; else everything
+    when the vocabulary is small, else by mass. The present rules are also the hidden store's fallback."""
     if top_k:
         return KLPlan("mass", target=1.0, bytes_per_token=bytes_per_token, max_entries=min(top_k, vocab))
+    present = "full" if vocab <= FULL_VOCAB_LIMIT else "mass"
+    hidden_dtype = None if hidden_dtype == "auto" else hidden_dtype
     if mode == "auto":
-        mode = "full" if vocab <= FULL_VOCAB_LIMIT else "mass"
-    return KLPlan(mode, target=target, bytes_per_token=bytes_per_token)
+        mode = "hidden" if _hidden_pays(vocab, model, tokens, hidden_dtype) else present
+    return KLPlan(mode, target=target, bytes_per_token=bytes_per_token, fallback=present, hidden_dtype=hidden_dtype)
+
+
+def _hidden_pays(vocab: int, model, tokens: int | None, hidden_dtype: str | None) -> bool:
+    if model is None or not tokens:
+        return False
+    try:
+        return compression(vocab, hidden_bytes_per_token(model, tokens, hidden_dtype)) >= HIDDEN_MIN_COMPRESSION
+    except HiddenUnfit:
+        return False
 
 
 @dataclass
@@ -56,15 +80,19 @@ class BaselineCache:
     def describe(self, vocab: int) -> dict[str, float | str]:
         """Mode, target, achieved coverage and storage, for the report's baseline section."""
         cov = self.coverage()
-        per_token = self.store.bytes_per_token() + 8  # + argmax and target log-prob
+        store_bytes = self.store.bytes_per_token()
         out: dict[str, float | str] = {"kl_mode": self.mode}
         if self.plan.mode == "mass":
             out["kl_target_mass"] = 1.0 if self.plan.max_entries else self.plan.target
         out.update({
             "kl_coverage_mean": float(cov.double().mean()), "kl_coverage_min": float(cov.min()),
-            "kl_bytes_per_token": round(per_token, 1),
-            "kl_compression": round(4.0 * vocab / per_token, 1),  # against full float32 logits
+            "kl_bytes_per_token": round(store_bytes + TOKEN_BYTES, 1),
+            "kl_compression": round(compression(vocab, store_bytes), 1),  # against full float32 logits
         })
+        if hasattr(self.store, "facts"):
+            out.update(self.store.facts())
+        if self.plan.fallback_reason:
+            out["kl_hidden_fallback"] = self.plan.fallback_reason
         return out
 
 
@@ -121,6 +149,11 @@ def _chunks(backend: Backend, windows: torch.Tensor, vocab: int, batch_size: int
             progress(batch.shape[0])
 
 
+def _fell_back(plan: KLPlan, reason: str) -> KLPlan:
+    log.warning("KL store: %s; keeping %s instead", reason, plan.fallback)
+    return fall_back(plan, reason)
+
+
 def baseline_pass(
     backend: Backend,
     windows: torch.Tensor,
@@ -139,13 +172,24 @@ def baseline_pass(
     nll_sum = torch.zeros(n_win, dtype=torch.float64)
     argmax = torch.empty(n_win, preds, dtype=torch.int32)
     target_logp = torch.empty(n_win, preds)
-    store = make_store(plan, n_win, preds, vocab, spill_dir)
-    for c in _chunks(backend, windows, vocab, batch_size, progress):
-        rows, cols = slice(c.w0, c.w1), slice(c.start, c.end)
-        nll_sum[rows] += c.token_nll.sum(1).double()
-        argmax[rows, cols] = c.argmax.to(torch.int32)
-        target_logp[rows, cols] = -c.token_nll
-        store.add(rows, cols, c.logits, c.lse)
+    model = getattr(backend, "model", None)
+    try:
+        store = make_store(plan, n_win, preds, vocab, spill_dir, model)
+    except HiddenUnfit as exc:
+        plan = _fell_back(plan, str(exc))
+        store = make_store(plan, n_win, preds, vocab, spill_dir)
+    with capturing(store):
+        for c in _chunks(backend, windows, vocab, batch_size, progress):
+            rows, cols = slice(c.w0, c.w1), slice(c.start, c.end)
+            nll_sum[rows] += c.token_nll.sum(1).double()
+            argmax[rows, cols] = c.argmax.to(torch.int32)
+            target_logp[rows, cols] = -c.token_nll
+            try:
+                store.add(rows, cols, c.logits, c.lse)
+            except HiddenUnfit as exc:  # raised on the first chunk only: the fallback store misses nothing
+                plan = _fell_back(plan, str(exc))
+                store = make_store(plan, n_win, preds, vocab, spill_dir)
+                store.add(rows, cols, c.logits, c.lse)
     store.finish()
     nll = (nll_sum / preds).numpy()
     cache = BaselineCache(nll, argmax, target_logp, store, plan)
