@@ -192,3 +192,22 @@ def test_the_exact_kl_store_travels_by_value():
     args = (slice(0, 2), slice(1, 4), other[:, 1:4], other[:, 1:4].logsumexp(-1))
     assert torch.equal(copy.kl(*args), store.kl(*args))
     assert torch.equal(copy.coverage(), store.coverage()) and copy.bytes_per_token() == store.bytes_per_token()
+
+
+def test_the_hidden_kl_store_travels_by_value(demo_patient, tmp_path):
+    import torch
+
+    pickle = pytest.importorskip("ray.cloudpickle", reason="ray is not installed (pip install 'model-doctor[ray]')")
+
+    from doctor.backends.torch_backend import TorchBackend
+    from doctor.metrics.evaluation import baseline_pass, kl_plan
+
+    model, vocab = demo_patient.model, demo_patient.facts.vocab
+    windows = torch.randint(3, vocab, (2, 32), generator=torch.Generator().manual_seed(1))
+    _, cache = baseline_pass(TorchBackend(model), windows, vocab, plan=kl_plan(vocab, "hidden"), spill_dir=tmp_path)
+    assert cache.mode == "hidden"
+    copy = pickle.loads(pickle.dumps(cache.store))
+    other = torch.randn(2, 5, vocab, generator=torch.Generator().manual_seed(2))
+    args = (slice(0, 2), slice(3, 8), other, other.logsumexp(-1))
+    assert torch.equal(copy.kl(*args), cache.store.kl(*args))
+    assert copy.facts() == cache.store.facts() and copy.bytes_per_token() == cache.store.bytes_per_token()
