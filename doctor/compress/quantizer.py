@@ -68,10 +68,11 @@ def awq_quantize(w: torch.Tensor, bits: int, group_size: int | None, symmetric: 
             zero = torch.zeros_like(scale)
         else:
             max_int, min_int = 2**bits - 1, 0
-            high, low = blocks.amax(dim=1, keepdim=True), blocks.amin(dim=1, keepdim=True)
+            low, high = torch.aminmax(blocks, dim=1, keepdim=True)
             scale = (high - low).clamp(min=1e-5) / max_int
             zero = (-torch.round(low / scale)).clamp_(min_int, max_int)
-        q = (torch.clamp(torch.round(blocks / scale) + zero, min_int, max_int) - zero) * scale
+        # upstream's (clamp(round(w / scale) + zero, min, max) - zero) * scale, in place: one temporary
+        q = blocks.div(scale).round_().add_(zero).clamp_(min_int, max_int).sub_(zero).mul_(scale)
         out[:, cols] = q.reshape(w32.shape[0], -1)
     return out.reshape(w.shape).to(w.dtype)
 

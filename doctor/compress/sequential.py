@@ -66,11 +66,16 @@ def first_input(args: tuple, kwargs: dict[str, Any]) -> torch.Tensor:
 
 
 def collect(
-    layer: nn.Module, inputs: LayerInputs, modules: dict[str, nn.Module], make_collector: MakeCollector
+    layer: nn.Module, inputs: LayerInputs, modules: dict[str, nn.Module], make_collector: MakeCollector,
+    outputs: list[torch.Tensor] | None = None,
 ) -> dict[str, Collector]:
-    """Input statistics of `modules` over all batches; each forward stops once every module has seen its input."""
+    """Input statistics of `modules` over all batches; each forward stops once every module has seen its input.
+
+    With `outputs`, every forward runs to the end instead and the layer's outputs are appended to it (the same
+    run yields the statistics and the unmodified layer's outputs).
+    """
     stats = {name: c for name, m in modules.items() if (c := make_collector(name, m)) is not None}
-    if not stats:
+    if not stats and outputs is None:
         return stats
     seen: dict[str, torch.Tensor] = {}
     shares: dict[str, str] = {}  # linears fed the very same tensor (q/k/v, gate/up) share one collector
@@ -87,7 +92,7 @@ def collect(
             if source is None:
                 stats[name].add(x)
             seen[name] = x
-            if len(seen) == len(stats):
+            if len(seen) == len(stats) and outputs is None:
                 stop_forward()
 
         return hook
@@ -95,7 +100,10 @@ def collect(
     with torch.no_grad(), forward_hooks([(modules[n], hook_for(n)) for n in stats], pre=True, with_kwargs=True):
         for i in range(len(inputs)):
             seen.clear()
-            run_until_stopped(inputs.call, layer, i)
+            if outputs is None:
+                run_until_stopped(inputs.call, layer, i)
+            else:
+                outputs.append(inputs.call(layer, i))
             first_batch = False
     stats.update({name: stats[source] for name, source in shares.items()})
     return stats
@@ -185,6 +193,7 @@ def run_sequential(
     propagate: Literal["modified", "original"] = "modified",
     measure_error: bool = True,
     batch_tokens: int = 4096,
+    first_batch_tokens: int | None = None,
     groups: Callable[[nn.Module], list[list[str]]] = sequential_groups,
     error_stride: int = 1,
 ) -> list[LayerStat]:
@@ -194,24 +203,28 @@ def run_sequential(
     `finish_layer(job)`, if given, runs once per layer after all groups with every linear of the layer and no
     statistics (AWQ rounds there). `windows` are (samples, seq_len) token ids. `groups(layer)` orders the
     linears (default: true-sequential; one group of all linears collects the whole block at once).
-    `error_stride` thins the positions on which errors without a Hessian are measured.
+    `error_stride` thins the positions on which errors without a Hessian are measured. `first_batch_tokens`
+    makes the first calibration batch the leading windows holding that many tokens (AWQ's `search_tokens`).
     """
     progress = progress or (lambda message: None)
-    inputs = capture_layer_inputs(model, windows, batch_tokens)
+    inputs = capture_layer_inputs(model, windows, batch_tokens, first_batch_tokens)
     layers = decoder_layers(model)
     results = []
     for index, layer in enumerate(layers):
         start = time.perf_counter()
         state = _LayerState(index, layer, undo, ErrorMeter(error_stride))
-        original = inputs.run(layer) if propagate == "original" else None
+        original: list[torch.Tensor] | None = [] if propagate == "original" else None
         linears = block_linears(layer)
-        for names in groups(layer):
+        for number, names in enumerate(groups(layer)):
             modules = {n: linears[n] for n in names}
-            stats = collect(layer, inputs, modules, make_collector)
+            # the first group's statistics come from the unmodified layer: that run's outputs are the original ones
+            stats = collect(layer, inputs, modules, make_collector, outputs=original if number == 0 else None)
             if few := starved(stats):
                 state.extra["uniform_fallback_linears"] = state.extra.get("uniform_fallback_linears", 0) + len(few)
             job = GroupJob(index, layer, list(names), modules, stats, inputs, undo, state.extra)
             state.write(modules, solve_group(job), stats)
+        if original is not None and len(original) != len(inputs):  # no group ran: nothing was modified yet
+            original = inputs.run(layer)
         if finish_layer is not None:
             job = GroupJob(index, layer, list(linears), linears, {}, inputs, undo, state.extra)
             state.write(linears, finish_layer(job), {})

@@ -13,14 +13,18 @@ from doctor.architectures import architecture_of
 from doctor.architectures.base import Unsupported
 from doctor.compress.adapters import block_linears, decoder_layers, sequential_groups
 from doctor.compress.awq import AwqInputs, AwqSettings, AwqSolver
+from doctor.compress.capture import batches
 from doctor.compress.sequential import GroupJob, calibration_summary, in_features, run_sequential
 from doctor.modifications.base import Applied, ApplyContext
 from doctor.spec.modification import QuantizeSpec
 
+BATCH_TOKENS = 4096  # calibration tokens per layer run (run_sequential's default)
+ERROR_STRIDE = 8  # the per-layer output error is measured on every 8th position (as Wanda's): it is a report only
+
 
 def settings(spec: QuantizeSpec) -> AwqSettings:
     return AwqSettings(bits=spec.bits, group_size=spec.group_size, symmetric=spec.symmetric, grid=spec.grid,
-                       auto_clip=spec.auto_clip, gqa_scales=spec.gqa_scales)
+                       auto_clip=spec.auto_clip, gqa_scales=spec.gqa_scales, search_tokens=spec.search_tokens)
 
 
 def apply_awq(spec: QuantizeSpec, ctx: ApplyContext, *, round_weights: bool = True) -> Applied:
@@ -32,10 +36,9 @@ def apply_awq(spec: QuantizeSpec, ctx: ApplyContext, *, round_weights: bool = Tr
     if not any(tuple(group) in arch.scale_groups(first) for group in sequential_groups(first)):
         raise Unsupported(f"AWQ: which modules feed the linears of {type(first).__name__} ({arch.name}) is not known")
     solver = AwqSolver(settings(spec), _head_dim(model.config))
-    step = max(1, calibration.windows.numel() // 512)  # upstream's n_sample_token = 512 for the clip search
 
     def make_collector(_name: str, module: nn.Module) -> AwqInputs:
-        return AwqInputs(in_features(module), module.weight.device, step)
+        return AwqInputs(in_features(module), module.weight.device)
 
     def solve(job: GroupJob) -> dict[str, torch.Tensor]:
         weights = solver(job)
@@ -44,17 +47,28 @@ def apply_awq(spec: QuantizeSpec, ctx: ApplyContext, *, round_weights: bool = Tr
     layers = run_sequential(
         model, calibration.windows, solve, ctx.progress, undo=ctx.undo, make_collector=make_collector,
         propagate="original", groups=lambda layer: [list(block_linears(layer))],
+        first_batch_tokens=spec.search_tokens,  # the scale search's windows form the first batch
+        error_stride=ERROR_STRIDE,
     )
     realized = {
         "method": "awq",
         "grid": spec.grid,
         "auto_clip": spec.auto_clip,
         "gqa_scales": spec.gqa_scales,
+        "search_tokens": search_tokens(spec.search_tokens, calibration.windows),
         "scaled_groups": solver.scaled_groups,
+        "calib_error_stride": ERROR_STRIDE,
         "clipped_linears": solver.clipped_linears,
         **calibration_summary(layers, calibration.windows),
     }
     return Applied(realized=realized, layers=layers, calibration=calibration.info)
+
+
+def search_tokens(requested: int | None, windows: torch.Tensor) -> int:
+    """Calibration tokens the scale search measures its loss on: the first batch's whole windows, or all."""
+    if requested is None:
+        return int(windows.numel())
+    return int(batches(windows, BATCH_TOKENS, requested)[0].numel())
 
 
 def _head_dim(config: Any) -> int:

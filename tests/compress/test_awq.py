@@ -8,9 +8,9 @@ from conftest import make_context, state_snapshot
 from transformers.models.llama.modeling_llama import repeat_kv
 
 from doctor.compress.adapters import block_linears, decoder_layers, linear_weight, set_linear_weight
-from doctor.compress.awq import clip_search, record_calls, search_scale, tie_scales, untie_scales
+from doctor.compress.awq import AwqInputs, record_calls, search_scale, tie_scales, untie_scales
+from doctor.compress.awq_search import clip_search
 from doctor.compress.capture import capture_layer_inputs
-from doctor.compress.collectors import ActivationMagnitudeCollector
 from doctor.compress.quantizer import awq_quantize, quantize_rtn
 from doctor.compress.sequential import collect, in_features
 from doctor.errors import ModificationError
@@ -45,8 +45,8 @@ def _layer0_group(patient, names, inspect_name, windows):
     layer = decoder_layers(patient.model)[0]
     inputs = capture_layer_inputs(patient.model, windows)
     modules = {n: block_linears(layer)[n] for n in names}
-    stats = collect(layer, inputs, modules, lambda n, m: ActivationMagnitudeCollector(in_features(m)))
-    calls = record_calls(layer, inputs, layer.get_submodule(inspect_name))
+    stats = collect(layer, inputs, modules, lambda n, m: AwqInputs(in_features(m), "cpu"))
+    calls = record_calls(layer, inputs, {inspect_name: layer.get_submodule(inspect_name)})[inspect_name]
     return modules, next(iter(stats.values())).mean_abs, calls
 
 
@@ -150,8 +150,7 @@ def test_clip_search_picks_the_bound_with_the_least_output_error():
     x[:, 0] *= 0.01  # the outlier weight's input is nearly silent: clipping it costs almost nothing
     w = torch.randn(3, 8, generator=gen) * 0.1
     w[:, 0] = 5.0
-    spec = QuantizeSpec(method="awq", bits=3)
-    bounds = clip_search(w, x, spec)  # (rows, groups, 1)
+    bounds = clip_search(w, x, 3, None, False)  # (rows, groups, 1)
     assert bounds.shape == (3, 1, 1)
     org = w.abs().amax(1)
     assert torch.all(bounds[:, 0, 0] < org)  # the outlier is clipped

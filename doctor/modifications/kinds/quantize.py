@@ -49,6 +49,12 @@ class QuantizeSpec(Spec):
         description="AWQ with grouped-query attention: leave o_proj unscaled as llm-awq ('skip'), or scale it with "
         "one scale per value channel shared by the query heads reading it ('tied')",
     )
+    search_tokens: int | None = Field(
+        None, ge=1,
+        description="AWQ: measure the scale search's loss on the first calibration windows holding this many tokens "
+        "(whole windows) instead of all of them, as upstream; the activation means and the clip search still use "
+        "every token. A cheaper, non-reference option",
+    )
     targets: TargetSpec | None = None
     calibration: CalibrationSpec | None = None
 
@@ -56,7 +62,7 @@ class QuantizeSpec(Spec):
     def _check_static_groups(self) -> QuantizeSpec:
         if self.static_groups and (self.method != "gptq" or self.group_size is None):
             raise ValueError("static_groups applies only to method 'gptq' with a group_size")
-        awq_options = {"auto_clip", "gqa_scales", "grid"} & self.model_fields_set
+        awq_options = {"auto_clip", "gqa_scales", "grid", "search_tokens"} & self.model_fields_set
         if awq_options and self.method != "awq":
             raise ValueError(f"{', '.join(sorted(awq_options))} applies only to method 'awq'")
         if self.true_sequential and self.method != "gptq":
