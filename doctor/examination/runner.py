@@ -22,6 +22,7 @@ from doctor.examination.verdict import BUILTIN_RULE_DOCS, kl_coverage_findings, 
 from doctor.metrics.evaluation import baseline_pass, kl_plan
 from doctor.metrics.language import perplexity
 from doctor.patient import Patient
+from doctor.placement.offload import state_items
 from doctor.results import Baseline, CheckupResult, Examination, Finding
 from doctor.spec.checkup import Suite, severity_rank
 
@@ -44,11 +45,12 @@ class Options:
     dtype: str = "float32"  # "auto": bf16 when fast and within a stated bound of float32 on the first window
     rules: list | None = None  # rules loaded (and validated) before the model, to avoid reading them twice
     command: str | None = None  # the command line, for the report's sign-off
+    memory: dict[str, str] = field(default_factory=dict)  # the memory estimate and placement, for the report
 
 
 def state_sha256(model: torch.nn.Module) -> str:
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    for name, tensor in state_items(model, by_name=True):  # offloaded tensors read from their storage, one at a time
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
@@ -155,6 +157,7 @@ def prepare(patient: Patient, suite: Suite, options: Options, progress) -> tuple
         baseline.health["attention_probe_passes"] = round(entropy_s / max(pass_s, 1e-9), 3)
     baseline.health["backend"] = f"{backend.name}/{backend.provider}"  # the reference every checkup is held to
     baseline.health["checkup_backend"] = options.backend
+    baseline.health.update(options.memory)
     return session, baseline
 
 

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from doctor.compress.adapters import block_linears, decoder_layers
+from doctor.placement.offload import module_device
 from doctor.results import LayerStat
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ class Comparison:
             source = 0 if before is None else before
             targets = probe.inputs[0] if before is None else probe.local_targets(before)
             inputs = targets
-        device = next(block.parameters()).device
+        device = module_device(block)  # an offloaded block's weights are on meta until its hooks run
         diff = ref = 0.0
         with torch.no_grad():
             for inp, target, call in zip(inputs, targets, probe.calls[source], strict=True):
