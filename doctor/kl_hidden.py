@@ -114,6 +114,16 @@ class HiddenStore:
         self._captured: torch.Tensor | None = None
         self._fresh, self._capture_start = False, 0
 
+    def __getstate__(self) -> dict:
+        """Pickled (the Ray executor shares the baseline with its workers): the states travel as an array that
+        Ray's object store holds once per node; the live head, its hook and the file stay behind."""
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_head", "_file", "_captured")}
+        state["states"] = np.asarray(self.states)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _head=None, _file=None, _captured=None)
+
     @contextmanager
     def capturing(self):
         """Record the head's input while the baseline pass runs."""

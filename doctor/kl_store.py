@@ -89,6 +89,14 @@ class ExactStore:
         self.low = torch.empty(n_win, preds)  # smallest logit of the token
         self.step = torch.empty(n_win, preds)  # grid step: (largest - smallest) / 65535
 
+    def __getstate__(self) -> dict:
+        """Pickled (the Ray executor shares the baseline with its workers), the codes travel as an array: Ray's
+        object store holds it once per node and the workers read it in place."""
+        return {"shape": self.shape, "codes": np.asarray(self.codes), "low": self.low, "step": self.step}
+
+    def __setstate__(self, state: dict) -> None:
+        self.shape, self.codes, self.low, self.step = state["shape"], state["codes"], state["low"], state["step"]
+
     def add(self, rows: slice, cols: slice, logits: torch.Tensor, lse: torch.Tensor) -> None:
         low, high = logits.amin(-1), logits.amax(-1)
         step = ((high - low) / 65535).clamp(min=1e-30)

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from doctor.cli.errors import user_errors
+from doctor.cli.executor import executor_options, make_executor
 from doctor.placement.flags import DEVICE_MAPS
 from doctor.spec.checkup import SEVERITIES
 
@@ -80,10 +81,12 @@ def resume_command(ctx: click.Context, out: Path) -> str:
               help="A predictors folder (from `doctor predictor fit`) instead of the shipped one.")
 @click.option("--allow-pickle", is_flag=True, help="Allow pickle checkpoints (they can run code when loaded).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub.")
+@executor_options
 @click.pass_context
 def examine(ctx: click.Context, model: str | None, suite: str | None, candidates: tuple[Path, ...], rule_dirs: tuple[Path, ...], backend: str, device: str,
             dtype: str, device_map: str | None, max_memory: str | None, offload_folder: Path | None, out: Path | None, resume: bool, overwrite: bool, fail_on: str, max_windows: int | None,
-            no_predictor: bool, predictor_dir: Path | None, allow_pickle: bool, trust_remote_code: bool) -> None:
+            no_predictor: bool, predictor_dir: Path | None, allow_pickle: bool, trust_remote_code: bool,
+            **where) -> None:
     """Examine MODEL (a Hugging Face folder or hub id, a .gguf file, or smollm2-135m; the demo model when omitted)."""
     from doctor.cli.progress import Progress
     from doctor.errors import DoctorError
@@ -117,9 +120,10 @@ def examine(ctx: click.Context, model: str | None, suite: str | None, candidates
         placement, estimate = plan_placement(model, checked.suite, dtype, device,
                                              (device_map, max_memory, offload_folder))
         _quiet_transformers()
-        patient = load_patient(model, device=device, dtype="float32" if dtype == "auto" else dtype,
-                               allow_pickle=allow_pickle,
-                               trust_remote_code=trust_remote_code, placement=placement)
+        load_args = {"device": device, "dtype": "float32" if dtype == "auto" else dtype, "allow_pickle": allow_pickle,
+                     "trust_remote_code": trust_remote_code, "placement": placement}
+        executor = make_executor(model, load_args, backend=backend, **where)  # a Ray task loads as the driver does
+        patient = load_patient(model, **load_args)
         from doctor.artifacts.suite import check_candidates_fit
 
         check_candidates_fit(checked.suite, patient)
@@ -136,7 +140,8 @@ def examine(ctx: click.Context, model: str | None, suite: str | None, candidates
         loaded = checked.suite
         try:
             with Progress(len(loaded.checkups)) as progress:
-                exam = run(patient, loaded, options, progress=progress.status, advance=progress.advance)
+                exam = run(patient, loaded, options, progress=progress.status, advance=progress.advance,
+                           executor=executor)
         except KeyboardInterrupt:
             click.secho(f"interrupted: finished checkups are kept in {out / 'results.jsonl'}; "
                         f"continue with: {resume_command(ctx, out)}", fg="yellow", err=True)

@@ -23,7 +23,7 @@ from doctor.metrics.evaluation import baseline_pass, kl_plan
 from doctor.metrics.language import perplexity
 from doctor.patient import Patient
 from doctor.placement.offload import state_items
-from doctor.results import Baseline, Examination, Finding
+from doctor.results import Baseline, CheckupResult, Examination, Finding
 from doctor.spec.checkup import Suite, severity_rank
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,9 @@ def prepare(patient: Patient, suite: Suite, options: Options, progress) -> tuple
 
 
 def examine(patient: Patient, suite: Suite, options: Options, progress=lambda message: None,
-            advance=lambda: None) -> Examination:
+            advance=lambda: None, executor=None) -> Examination:
+    """`executor`: None runs the checkups here, in suite order; `doctor.examination.ray_executor.RayExecutor`
+    runs them on a Ray cluster (the same journal, the results in suite order)."""
     started, t0 = now_iso(), time.perf_counter()
     if patient.facts.weights_sha256 is None:
         patient.facts.weights_sha256 = state_sha256(patient.model)
@@ -174,17 +176,8 @@ def examine(patient: Patient, suite: Suite, options: Options, progress=lambda me
         "backend": options.backend,
     }
     journal = Journal(options.out_dir, fingerprint, options.resume)
-    results = []
-    for checkup in suite.checkups:
-        modification = checkup.modification.model_dump(mode="json")
-        result = journal.reusable(checkup.id, modification)
-        if result is None:
-            result = run_checkup(session, checkup)
-            journal.append(result)
-        else:
-            progress(f"{checkup.id}: reused from {journal.path.name}")
-        results.append(result)
-        advance()
+    run_all = executor.run if executor is not None else run_here
+    results = run_all(session, suite, journal, progress, advance)
     exam = Examination(
         patient=patient.facts, suite=suite.model_dump(mode="json"), suite_path=options.suite_path,
         suite_sha256=options.suite_sha256,
@@ -199,6 +192,22 @@ def examine(patient: Patient, suite: Suite, options: Options, progress=lambda me
     exam.duration_s = round(time.perf_counter() - t0, 3)
     exam.verdict, exam.exit_code = verdict(exam)
     return exam
+
+
+def run_here(session: Session, suite: Suite, journal: Journal, progress, advance) -> list[CheckupResult]:
+    """Every checkup in this process, in suite order, on the driver's own model."""
+    results = []
+    for checkup in suite.checkups:
+        modification = checkup.modification.model_dump(mode="json")
+        result = journal.reusable(checkup.id, modification)
+        if result is None:
+            result = run_checkup(session, checkup)
+            journal.append(result)
+        else:
+            progress(f"{checkup.id}: reused from {journal.path.name}")
+        results.append(result)
+        advance()
+    return results
 
 
 def annotate(exam: Examination, options: Options) -> None:
