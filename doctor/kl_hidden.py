@@ -114,6 +114,16 @@ class HiddenStore:
         self._captured: torch.Tensor | None = None
         self._fresh, self._capture_start = False, 0
 
+    def __getstate__(self) -> dict:
+        """Pickled (the Ray executor shares the baseline with its workers): the states travel as an array that
+        Ray's object store holds once per node; the live head, its hook and the file stay behind."""
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_head", "_file", "_captured")}
+        state["states"] = np.asarray(self.states)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _head=None, _file=None, _captured=None)
+
     @contextmanager
     def capturing(self):
         """Record the head's input while the baseline pass runs."""
@@ -141,9 +151,9 @@ class HiddenStore:
         return hidden
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Baseline logits (B, t, V) float32 on CPU from hidden states (B, t, d)."""
+        """Baseline logits (B, t, V) float32 on the head's device from hidden states (B, t, d)."""
         h = hidden.to(self.weight.device, self.weight.dtype)
-        return self.transform(F.linear(h, self.weight, self.bias)).float().cpu()
+        return self.transform(F.linear(h, self.weight, self.bias)).float()
 
     def add(self, rows: slice, cols: slice, logits: torch.Tensor, lse: torch.Tensor) -> None:
         first = self.check_diff is None
@@ -163,7 +173,7 @@ class HiddenStore:
 
     def _check(self, hidden: torch.Tensor, logits: torch.Tensor) -> None:
         """The first chunk's recomputed logits must equal the model's own to a few float steps."""
-        recomputed = self._logits(hidden)
+        recomputed = self._logits(hidden).to(logits.device)
         diff = float((recomputed - logits).abs().max())
         tol = CHECK_ULPS * torch.finfo(self.weight.dtype).eps * max(1.0, float(logits.abs().max()))
         if not diff <= tol:
@@ -182,8 +192,8 @@ class HiddenStore:
         return values
 
     def kl(self, rows: slice, cols: slice, logits: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
-        lp = self._logits(self.stored(rows, cols)).log_softmax(-1)
-        return (lp.exp() * (lp - (logits - lse[..., None]))).sum(-1)
+        lp = self._logits(self.stored(rows, cols)).to(logits.device).log_softmax(-1)  # where the logits are
+        return (lp.exp() * (lp - (logits - lse[..., None]))).sum(-1).cpu()
 
     def coverage(self) -> torch.Tensor:
         return torch.ones(self.shape[:2])  # the whole distribution, recomputed

@@ -13,6 +13,10 @@ Four stores, chosen by `EvalSpec.kl_mode`:
 - `hidden`: each token's final hidden state and a frozen copy of the baseline output head
   (`doctor.kl_hidden`); the baseline logits are recomputed at KL time, exact up to float rounding, at d/V of
   the storage plus the head once. A head it cannot reproduce falls back to `plan.fallback` with the reason.
+
+Every store keeps its data on the host (a GPU's memory is for the model) and is handed logits on the model's
+device: `add` reduces them there and copies only what it keeps; `kl` brings the stored slice to the logits'
+device, gathers there and returns (B, t) on the host.
 """
 
 from __future__ import annotations
@@ -62,8 +66,8 @@ class FullStore:
         pass
 
     def kl(self, rows: slice, cols: slice, logits: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
-        lp = self.logp[rows, cols]
-        return (lp.exp() * (lp - (logits - lse[..., None]))).sum(-1)
+        lp = self.logp[rows, cols].to(logits.device, non_blocking=True)
+        return (lp.exp() * (lp - (logits - lse[..., None]))).sum(-1).cpu()
 
     def coverage(self) -> torch.Tensor:
         return torch.ones(self.logp.shape[:2])
@@ -85,25 +89,36 @@ class ExactStore:
         self.low = torch.empty(n_win, preds)  # smallest logit of the token
         self.step = torch.empty(n_win, preds)  # grid step: (largest - smallest) / 65535
 
+    def __getstate__(self) -> dict:
+        """Pickled (the Ray executor shares the baseline with its workers), the codes travel as an array: Ray's
+        object store holds it once per node and the workers read it in place."""
+        return {"shape": self.shape, "codes": np.asarray(self.codes), "low": self.low, "step": self.step}
+
+    def __setstate__(self, state: dict) -> None:
+        self.shape, self.codes, self.low, self.step = state["shape"], state["codes"], state["low"], state["step"]
+
     def add(self, rows: slice, cols: slice, logits: torch.Tensor, lse: torch.Tensor) -> None:
         low, high = logits.amin(-1), logits.amax(-1)
         step = ((high - low) / 65535).clamp(min=1e-30)
         codes = ((logits - low[..., None]) / step[..., None]).round().clamp(0, 65535)
-        self.codes[rows, cols] = codes.to(torch.int32).numpy().astype(np.uint16)
-        self.low[rows, cols], self.step[rows, cols] = low, step
+        # int32 -> int16 keeps the low 16 bits: the uint16 code's bit pattern, 2 bytes per entry to the host
+        self.codes[rows, cols] = codes.to(torch.int32).to(torch.int16).cpu().numpy().view(np.uint16)
+        self.low[rows, cols], self.step[rows, cols] = low.cpu(), step.cpu()
 
     def finish(self) -> None:
         self.codes.flush()
 
-    def decoded(self, rows: slice, cols: slice) -> torch.Tensor:
-        """The stored baseline log-probabilities (B, t, V), renormalised."""
-        codes = torch.from_numpy(np.asarray(self.codes[rows, cols], dtype=np.float32))
-        logits = self.low[rows, cols][..., None] + codes * self.step[rows, cols][..., None]
-        return logits.log_softmax(-1)
+    def decoded(self, rows: slice, cols: slice, device: torch.device | str = "cpu") -> torch.Tensor:
+        """The stored baseline log-probabilities (B, t, V), renormalised, computed on `device`."""
+        # the uint16 codes cross to the device as their int16 bit pattern (2 bytes per entry) and are widened there
+        bits = torch.from_numpy(np.ascontiguousarray(self.codes[rows, cols]).view(np.int16)).to(device)
+        codes = (bits.int() & 0xFFFF).float()
+        low, step = self.low[rows, cols].to(device), self.step[rows, cols].to(device)
+        return (low[..., None] + codes * step[..., None]).log_softmax(-1)
 
     def kl(self, rows: slice, cols: slice, logits: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
-        lp = self.decoded(rows, cols)
-        return (lp.exp() * (lp - (logits - lse[..., None]))).sum(-1)
+        lp = self.decoded(rows, cols, logits.device)
+        return (lp.exp() * (lp - (logits - lse[..., None]))).sum(-1).cpu()
 
     def coverage(self) -> torch.Tensor:
         return torch.ones(self.shape[:2])
@@ -132,12 +147,14 @@ class MassStore:
         # the fewest entries whose mass reaches the target (all `cap` when the budget binds first)
         count = ((cum < self.target).sum(-1) + 1).clamp(max=self.cap)  # (B, t)
         mass = cum.gather(-1, (count - 1)[..., None]).squeeze(-1)
-        self.counts[rows, cols], self.kept[rows, cols] = count, mass
-        self.tail[rows, cols] = torch.log1p(-mass.clamp(max=1 - 1e-7))
+        tail = torch.log1p(-mass.clamp(max=1 - 1e-7))
+        # what is kept goes to the host now: (B, t, cap) is small next to the (B, t, V) logits
+        lp, idx, count = lp.cpu(), idx.to(torch.int32).cpu(), count.cpu()
+        self.counts[rows, cols], self.kept[rows, cols], self.tail[rows, cols] = count, mass.cpu(), tail.cpu()
         keep = torch.arange(self.cap) < count[..., None]  # (B, t, cap)
         for w in range(rows.start, rows.stop):  # ragged rows, stored per window in position order
             b = w - rows.start
-            self._parts[(w, cols.start)] = (lp[b][keep[b]].clone(), idx[b][keep[b]].to(torch.int32))
+            self._parts[(w, cols.start)] = (lp[b][keep[b]], idx[b][keep[b]])
 
     def finish(self) -> None:
         order = sorted(self._parts)
@@ -155,13 +172,14 @@ class MassStore:
         local = torch.arange(tokens.numel()).repeat_interleave(counts)  # chunk token of each kept entry
         first = (counts.cumsum(0) - counts).repeat_interleave(counts)
         entry = self.offsets[tokens].repeat_interleave(counts) + torch.arange(local.numel()) - first
-        lp = self.logp[entry]
-        lq = logits.reshape(-1, vocab)[local, self.ids[entry].long()] - lse.reshape(-1)[local]
-        head = torch.zeros(b * t).index_add_(0, local, lp.exp() * (lp - lq))
-        q_kept = torch.zeros(b * t).index_add_(0, local, lq.exp())
-        lp_tail = self.tail[rows, cols].reshape(-1)
+        device = logits.device  # the indices are built on the host, the gather runs where the logits are
+        lp, ids, local = self.logp[entry].to(device), self.ids[entry].to(device).long(), local.to(device)
+        lq = logits.reshape(-1, vocab)[local, ids] - lse.reshape(-1)[local]
+        head = torch.zeros(b * t, device=device).index_add_(0, local, lp.exp() * (lp - lq))
+        q_kept = torch.zeros(b * t, device=device).index_add_(0, local, lq.exp())
+        lp_tail = self.tail[rows, cols].reshape(-1).to(device)
         lq_tail = torch.log((1 - q_kept).clamp(min=1e-12))
-        return (head + lp_tail.exp() * (lp_tail - lq_tail)).view(b, t)
+        return (head + lp_tail.exp() * (lp_tail - lq_tail)).view(b, t).cpu()
 
     def coverage(self) -> torch.Tensor:
         return self.kept

@@ -90,9 +90,11 @@ def check_finite(model, source: str) -> None:
     """NaN or infinite weights in the unmodified model: the model itself is broken, not any checkup."""
     import torch
 
+    from doctor.placement.offload import state_items
+
     bad = []
     with torch.no_grad():
-        for name, tensor in model.state_dict().items():
+        for name, tensor in state_items(model):  # offloaded tensors one at a time
             if tensor.is_floating_point() and not torch.isfinite(tensor).all():
                 bad.append(name)
     if bad:

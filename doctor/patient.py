@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # torch loads in seconds; input checks must not wait for it
     import torch
 
     from doctor.history import History
+    from doctor.placement.flags import Placement
 
 from doctor.errors import ModelLoadError
 from doctor.model_files import (
@@ -51,7 +52,10 @@ class Patient:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where inputs go (for a dispatched model, the input embedding's execution device)."""
+        from doctor.placement.offload import execution_device
+
+        return execution_device(self.model)
 
 
 def resolve_reference(ref: str | None) -> str:
@@ -121,12 +125,20 @@ def load_patient(
     dtype: str = "float32",
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
+    placement: Placement | None = None,
 ) -> Patient:
-    """Load a local Hugging Face folder or hub id (the bundled demo model when `ref` is None)."""
+    """Load a local Hugging Face folder or hub id (the bundled demo model when `ref` is None).
+
+    With a dispatched `placement` (--device-map, --max-memory, --offload-folder) accelerate spreads the weights
+    over the devices and offloads the rest; the model is then never moved as a whole."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source, path, local = check_reference(ref, allow_pickle=allow_pickle)
+    dispatched = placement is not None and placement.dispatched
     if path.is_file() and path.suffix.lower() == ".gguf":
+        if dispatched:
+            raise ModelLoadError(f"{source}: a GGUF file is dequantized in memory; --device-map, --max-memory and "
+                                 "--offload-folder apply to Hugging Face folders")
         return load_gguf_patient(path, source=source, device=device, dtype=dtype)
     import torch
 
@@ -141,6 +153,7 @@ def load_patient(
             use_safetensors=None if allow_pickle else True,
             trust_remote_code=trust_remote_code,
             local_files_only=offline,
+            **(placement.load_kwargs() if dispatched else {}),
         )
     except ModelLoadError:
         raise
@@ -148,7 +161,8 @@ def load_patient(
         raise ModelLoadError(_load_failure(source, exc, offline)) from None
     check_finite(model, source)
     model.eval()
-    model.to(device)
+    if not dispatched:
+        model.to(device)
     local_dir = path.resolve() if local else None
     demo = is_demo_model(model)
     facts = extract_facts(model, name=_display_name(source, local_dir), weights_dir=local_dir)
@@ -174,10 +188,12 @@ def is_demo_model(model: torch.nn.Module) -> bool:
     """
     import torch
 
+    from doctor.placement.offload import state_items
+
     config, weights = _demo_weights()
     if any(getattr(model.config, key, None) != value for key, value in config.items()):
         return False
-    state = model.state_dict()
+    state = dict(state_items(model))  # the demo's shape is tiny: offloaded or not, all at once is fine
     return all(
         name in state and state[name].shape == w.shape and torch.equal(state[name].detach().cpu(), w.to(state[name].dtype))
         for name, w in weights.items()

@@ -51,6 +51,21 @@ def has(block: nn.Module, *paths: str) -> bool:
     return all(get(block, p) is not None for p in paths)
 
 
+def params_at(block: nn.Module, paths: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The parameters at dotted `paths` (module path, then attribute) that the block has."""
+    found = {}
+    for path in paths:
+        owner, _, attr = path.rpartition(".")
+        module = get(block, owner) if owner else block
+        value = getattr(module, attr, None) if module is not None else None
+        if isinstance(value, torch.Tensor):
+            found[path] = value
+    return found
+
+
+SSM_ATTR = "doctor_ssm_params"  # set on a block while `ssm_params: quantize` makes its recurrence a target
+
+
 @dataclass(frozen=True)
 class ScaleGroup:
     """AWQ: linears sharing one input, the module producing it (`prev`), and the module whose output is compared.
@@ -134,7 +149,18 @@ class Architecture:
 
     def kept(self, block: nn.Module) -> dict[str, str]:
         """Parameters (beyond norms and embeddings) that stay as they are, with why."""
-        return {n: why for n, why in self.kept_linears.items() if get(block, n) is not None}
+        rounded = {n.removesuffix(".weight") for n in self.ssm_params(block)} if getattr(block, SSM_ATTR, False) \
+            else set()
+        return {n: why for n, why in self.kept_linears.items() if get(block, n) is not None and n not in rounded}
+
+    def ssm_params(self, block: nn.Module) -> dict[str, torch.Tensor]:
+        """The state-space parameters `ssm_params: quantize` rounds (time-step projection, state matrix, skip
+        coefficients, convolution), by dotted name; none for blocks without a state-space mixer."""
+        return {}
+
+    def ssm_targets(self, block: nn.Module) -> dict[str, torch.Tensor]:
+        """The block's state-space parameters while `ssm_params: quantize` makes them targets, else none."""
+        return self.ssm_params(block) if getattr(block, SSM_ATTR, False) else {}
 
     def module_type(self, name: str) -> str:
         """'attention', 'mlp', 'experts', 'shared_expert', 'ssm' or 'other' for a linear's name."""
@@ -162,6 +188,10 @@ class Architecture:
 
     def mlps(self, block: nn.Module) -> list[Mlp]:
         raise Unsupported(f"channel pruning: MLP layout of {type(block).__name__} ({self.name}) is not known")
+
+    def onnx_blocker(self, block: nn.Module) -> str | None:
+        """Why this block cannot be exported to an ONNX graph taking any sequence length (None: it can)."""
+        return None
 
     def router(self, block: nn.Module) -> nn.Module | None:
         """The module choosing experts for this block's tokens (None: not a mixture-of-experts block)."""

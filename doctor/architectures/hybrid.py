@@ -23,11 +23,13 @@ from doctor.architectures.base import (
     has,
     head_major,
     linear_weight,
+    params_at,
     separate_qkv,
 )
 from doctor.architectures.moe import EXPERT_IN, SplitExperts, is_fused
 
 ATTN = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
+SSM_PARAMS = ("mamba.dt_proj.weight", "mamba.A_log", "mamba.D", "mamba.conv1d.weight")
 KEPT = {
     "mamba.dt_proj": "time-step projection kept (used as a bare matrix inside the scan)",
     "mamba.A_log": "state matrix kept (recurrence)",
@@ -100,6 +102,15 @@ class Hybrid(Architecture):
                     f"the config gives layer types by attn_layer_period/offset and expert_layer_period/offset, "
                     f"which cannot describe layer {p} of the new order (from layer {sources[p]})"
                 )
+
+    def ssm_params(self, block: nn.Module) -> dict[str, torch.Tensor]:
+        return params_at(block, SSM_PARAMS)
+
+    def onnx_blocker(self, block: nn.Module) -> str | None:
+        if has(block, "mamba"):
+            return ("ONNX export: the exporter specialises the Mamba mixer's scan (chunked or token by token) to "
+                    "the traced sequence length, so the graph would only take that length")
+        return None
 
     def has_heads(self, block: nn.Module) -> bool:
         return has(block, "self_attn")

@@ -56,12 +56,24 @@ class SplitExperts(nn.ModuleList):
         return experts
 
     def forward(self, hidden: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_exporting():
+            return self.dense(hidden, top_k_index, top_k_weights)
         out = torch.zeros_like(hidden)  # hidden: (tokens, hidden)
         for e, expert in enumerate(self):
             token_idx, slot = torch.where(top_k_index == e)
             if token_idx.numel():
                 y = expert(hidden[token_idx]) * top_k_weights[token_idx, slot, None]
                 out.index_add_(0, token_idx, y.to(out.dtype))
+        return out
+
+
+    def dense(self, hidden: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor) -> torch.Tensor:
+        """The same sum with every expert run on every token at routing weight 0 where not chosen: no
+        data-dependent shapes, so an exporter can trace it."""
+        out = torch.zeros_like(hidden)
+        for e, expert in enumerate(self):
+            weight = (top_k_weights * (top_k_index == e)).sum(-1, keepdim=True)
+            out = out + (expert(hidden) * weight).to(out.dtype)
         return out
 
 

@@ -16,6 +16,7 @@ from torch import nn
 from doctor.architectures import architecture_of
 from doctor.compress.adapters import decoder_layers
 from doctor.compress.hooks import forward_hooks
+from doctor.placement.offload import execution_device
 
 
 @dataclass
@@ -71,7 +72,7 @@ def capture_routing(model: nn.Module, windows: torch.Tensor, batch_size: int = 4
 
         return record
 
-    device = next(model.parameters()).device
+    device = execution_device(model)
     with torch.no_grad(), forward_hooks([(r, hook_for(i)) for i, r in found.items()]):
         for start in range(0, windows.shape[0], batch_size):
             model(input_ids=windows[start:start + batch_size].to(device), use_cache=False)

@@ -6,13 +6,15 @@ from collections.abc import Iterator
 
 import torch
 
+from doctor.placement.offload import execution_device
+
 
 class TorchBackend:
     name = "torch"
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
-        self.provider = str(next(model.parameters()).device.type)
+        self.provider = str(execution_device(model).type)
         cfg = model.config
         # models that post-process logits (soft-capping, scaling) go through the full forward pass
         self._plain_head = not any(
@@ -21,8 +23,7 @@ class TorchBackend:
 
     @torch.no_grad()
     def logits_chunks(self, ids: torch.Tensor, chunk: int) -> Iterator[tuple[int, torch.Tensor]]:
-        device = next(self.model.parameters()).device
-        ids = ids.to(device)
+        ids = ids.to(execution_device(self.model))  # a dispatched model's hooks move it on from there
         head = self.model.get_output_embeddings()
         if not self._plain_head or head is None:
             logits = self.model(input_ids=ids, use_cache=False).logits

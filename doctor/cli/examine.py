@@ -11,6 +11,8 @@ from pathlib import Path
 import click
 
 from doctor.cli.errors import user_errors
+from doctor.cli.executor import executor_options, make_executor
+from doctor.placement.flags import DEVICE_MAPS
 from doctor.spec.checkup import SEVERITIES
 
 
@@ -59,6 +61,14 @@ def resume_command(ctx: click.Context, out: Path) -> str:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16", "auto"]), default="float32",
               show_default=True, help="auto: bfloat16 where fast and within 1% of float32 on the first window.")
+@click.option("--device-map", type=click.Choice(DEVICE_MAPS), default=None,
+              help="Spread the model over the devices with accelerate (default auto when --max-memory or "
+              "--offload-folder is given); calibrated methods then run one decoder layer at a time.")
+@click.option("--max-memory", default=None, metavar="DEV=SIZE,...",
+              help="Memory per device for the weights, e.g. 0=20GiB,cpu=60GiB (cpu=30MB on a CPU-only machine); "
+              "what does not fit is offloaded to --offload-folder.")
+@click.option("--offload-folder", type=click.Path(path_type=Path), default=None,
+              help="Folder for weights offloaded to disk.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder (default reports/<model>-<time>).")
 @click.option("--resume", is_flag=True, help="Reuse the results already in --out/results.jsonl.")
 @click.option("--overwrite", is_flag=True, help="Start again in an --out that holds an examination (its "
@@ -71,10 +81,12 @@ def resume_command(ctx: click.Context, out: Path) -> str:
               help="A predictors folder (from `doctor predictor fit`) instead of the shipped one.")
 @click.option("--allow-pickle", is_flag=True, help="Allow pickle checkpoints (they can run code when loaded).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub.")
+@executor_options
 @click.pass_context
 def examine(ctx: click.Context, model: str | None, suite: str | None, candidates: tuple[Path, ...], rule_dirs: tuple[Path, ...], backend: str, device: str,
-            dtype: str, out: Path | None, resume: bool, overwrite: bool, fail_on: str, max_windows: int | None,
-            no_predictor: bool, predictor_dir: Path | None, allow_pickle: bool, trust_remote_code: bool) -> None:
+            dtype: str, device_map: str | None, max_memory: str | None, offload_folder: Path | None, out: Path | None, resume: bool, overwrite: bool, fail_on: str, max_windows: int | None,
+            no_predictor: bool, predictor_dir: Path | None, allow_pickle: bool, trust_remote_code: bool,
+            **where) -> None:
     """Examine MODEL (a Hugging Face folder or hub id, a .gguf file, or smollm2-135m; the demo model when omitted)."""
     from doctor.cli.progress import Progress
     from doctor.errors import DoctorError
@@ -82,6 +94,7 @@ def examine(ctx: click.Context, model: str | None, suite: str | None, candidates
     from doctor.examination.runner import examine as run
     from doctor.input.preflight import check_out_dir, move_aside, preflight
     from doctor.patient import check_reference, load_patient
+    from doctor.placement.check import placement_facts, plan_placement
 
     verbose = ctx.obj["verbose"]
     with user_errors(verbose):
@@ -104,10 +117,13 @@ def examine(ctx: click.Context, model: str | None, suite: str | None, candidates
             _preflight_predictor(predictor_dir)
         check_reference(model, allow_pickle=allow_pickle)
         device = _device(device)
+        placement, estimate = plan_placement(model, checked.suite, dtype, device,
+                                             (device_map, max_memory, offload_folder))
         _quiet_transformers()
-        patient = load_patient(model, device=device, dtype="float32" if dtype == "auto" else dtype,
-                               allow_pickle=allow_pickle,
-                               trust_remote_code=trust_remote_code)
+        load_args = {"device": device, "dtype": "float32" if dtype == "auto" else dtype, "allow_pickle": allow_pickle,
+                     "trust_remote_code": trust_remote_code, "placement": placement}
+        executor = make_executor(model, load_args, backend=backend, **where)  # a Ray task loads as the driver does
+        patient = load_patient(model, **load_args)
         from doctor.artifacts.suite import check_candidates_fit
 
         check_candidates_fit(checked.suite, patient)
@@ -117,13 +133,15 @@ def examine(ctx: click.Context, model: str | None, suite: str | None, candidates
         options = Options(out_dir=out, backend=backend, device=device, resume=resume, fail_on=fail_on,
                           rule_dirs=list(rule_dirs), suite_path=_suite_label(checked.path),
                           suite_sha256=checked.sha256, use_predictor=not no_predictor, predictor_dir=predictor_dir,
-                          rules=checked.rules, dtype=dtype, command=_command_line())
+                          rules=checked.rules, dtype=dtype, command=_command_line(),
+                          memory=placement_facts(patient, placement, estimate))
         if overwrite and (moved := move_aside(out)) is not None:
             click.echo(f"previous results moved to {moved}", err=True)
         loaded = checked.suite
         try:
             with Progress(len(loaded.checkups)) as progress:
-                exam = run(patient, loaded, options, progress=progress.status, advance=progress.advance)
+                exam = run(patient, loaded, options, progress=progress.status, advance=progress.advance,
+                           executor=executor)
         except KeyboardInterrupt:
             click.secho(f"interrupted: finished checkups are kept in {out / 'results.jsonl'}; "
                         f"continue with: {resume_command(ctx, out)}", fg="yellow", err=True)

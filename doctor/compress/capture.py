@@ -19,6 +19,7 @@ from torch import nn
 
 from doctor.compress.adapters import decoder_layers
 from doctor.compress.hooks import forward_hooks
+from doctor.placement.offload import execution_device
 
 
 class _StopForward(Exception):
@@ -85,7 +86,7 @@ class LayerInputs:
 
 
 def input_device(model: nn.Module) -> torch.device:
-    return model.get_input_embeddings().weight.device
+    return execution_device(model)
 
 
 def batches(windows: torch.Tensor, batch_tokens: int, first_tokens: int | None = None) -> list[torch.Tensor]:

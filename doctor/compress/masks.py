@@ -18,6 +18,7 @@ from typing import Literal
 import torch
 
 from doctor.compress.adapters import block_linears, decoder_layers, linear_weight
+from doctor.placement.offload import materialized
 
 NmTail = Literal["prune", "dense"]
 Ties = Literal["reference", "exact"]
@@ -66,10 +67,11 @@ def realized_sparsity(model: torch.nn.Module) -> dict:
     per_layer = []
     for block in decoder_layers(model):
         z = t = 0
-        for module in block_linears(block).values():
-            w = linear_weight(module)
-            z += int((w == 0).sum())
-            t += w.numel()
+        with materialized(block):
+            for module in block_linears(block).values():
+                w = linear_weight(module)
+                z += int((w == 0).sum())
+                t += w.numel()
         per_layer.append(z / t if t else 0.0)
         zeros, total = zeros + z, total + t
     return {"sparsity": zeros / total if total else 0.0, "sparsity_per_layer": per_layer}

@@ -30,6 +30,7 @@ from doctor.compress.capture import LayerInputs, capture_layer_inputs, run_until
 from doctor.compress.collectors import MIN_TOKENS, Collector, HessianCollector
 from doctor.compress.hooks import forward_hooks
 from doctor.compress.recording import ChangeLog
+from doctor.placement.offload import materialized
 from doctor.results import LayerStat
 
 log = logging.getLogger(__name__)
@@ -211,27 +212,28 @@ def run_sequential(
     layers = decoder_layers(model)
     results = []
     for index, layer in enumerate(layers):
-        start = time.perf_counter()
-        state = _LayerState(index, layer, undo, ErrorMeter(error_stride))
-        original: list[torch.Tensor] | None = [] if propagate == "original" else None
-        linears = block_linears(layer)
-        for number, names in enumerate(groups(layer)):
-            modules = {n: linears[n] for n in names}
-            # the first group's statistics come from the unmodified layer: that run's outputs are the original ones
-            stats = collect(layer, inputs, modules, make_collector, outputs=original if number == 0 else None)
-            if few := starved(stats):
-                state.extra["uniform_fallback_linears"] = state.extra.get("uniform_fallback_linears", 0) + len(few)
-            job = GroupJob(index, layer, list(names), modules, stats, inputs, undo, state.extra)
-            state.write(modules, solve_group(job), stats)
-        if original is not None and len(original) != len(inputs):  # no group ran: nothing was modified yet
-            original = inputs.run(layer)
-        if finish_layer is not None:
-            job = GroupJob(index, layer, list(linears), linears, {}, inputs, undo, state.extra)
-            state.write(linears, finish_layer(job), {})
-        outputs = _rerun(state, linears, inputs, measure_error, need_outputs=original is None)
-        inputs = inputs.with_hidden(original if original is not None else outputs)
-        results.append(state.meter.stat(index, time.perf_counter() - start, state.extra))
-        progress(f"layer {index + 1}/{len(layers)}")
+        with materialized(layer, undo):  # an offloaded layer's weights come on here, one layer at a time
+            start = time.perf_counter()
+            state = _LayerState(index, layer, undo, ErrorMeter(error_stride))
+            original: list[torch.Tensor] | None = [] if propagate == "original" else None
+            linears = block_linears(layer)
+            for number, names in enumerate(groups(layer)):
+                modules = {n: linears[n] for n in names}
+                # the first group's statistics come from the unmodified layer: that run's outputs are the original ones
+                stats = collect(layer, inputs, modules, make_collector, outputs=original if number == 0 else None)
+                if few := starved(stats):
+                    state.extra["uniform_fallback_linears"] = state.extra.get("uniform_fallback_linears", 0) + len(few)
+                job = GroupJob(index, layer, list(names), modules, stats, inputs, undo, state.extra)
+                state.write(modules, solve_group(job), stats)
+            if original is not None and len(original) != len(inputs):  # no group ran: nothing was modified yet
+                original = inputs.run(layer)
+            if finish_layer is not None:
+                job = GroupJob(index, layer, list(linears), linears, {}, inputs, undo, state.extra)
+                state.write(linears, finish_layer(job), {})
+            outputs = _rerun(state, linears, inputs, measure_error, need_outputs=original is None)
+            inputs = inputs.with_hidden(original if original is not None else outputs)
+            results.append(state.meter.stat(index, time.perf_counter() - start, state.extra))
+            progress(f"layer {index + 1}/{len(layers)}")
     return results
 
 

@@ -17,5 +17,6 @@ import torch
 
 
 def wanda_score(weight: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
-    """|W| * ||X|| broadcast over rows: weight (out, in), norm (in,) -> (out, in)."""
-    return weight.abs() * norm.to(weight.device, weight.dtype).unsqueeze(0)
+    """|W| * ||X|| broadcast over rows: weight (out, in), norm (in,) -> (out, in), in float32 whatever the
+    weight's dtype (the reference's fp16 weight times its float32 norm promotes to float32 too)."""
+    return weight.abs().float() * norm.to(weight.device, torch.float32).unsqueeze(0)

@@ -18,6 +18,8 @@ from doctor.metrics.measuring import Measuring, after_restore, measure_groups, w
 from doctor.modifications import apply_modification
 from doctor.modifications.base import ApplyContext, UndoLog
 from doctor.patient import Patient
+from doctor.placement.offload import check_offload_support
+from doctor.placement.oom import free_caches, is_oom, oom_message
 from doctor.results import CheckupResult, Measurement, TextInfo, ThresholdVerdict
 from doctor.spec.checkup import Checkup, EvalSpec
 from doctor.tasks.format import DEFAULT_TASKS
@@ -86,22 +88,29 @@ def run_checkup(session: Session, checkup: Checkup) -> CheckupResult:
         progress=session.progress,
     )
     measuring = None
+    stage = f"applying {checkup.modification.kind}"
     try:
-        session.progress(f"{checkup.id}: applying {checkup.modification.kind}")
+        session.progress(f"{checkup.id}: {stage}")
+        check_offload_support(checkup.modification, session.patient.model)
         applied = apply_modification(checkup.modification, ctx)
         result.realized = jsonable(applied.realized)
         result.layers = applied.layers
         result.calibration = applied.calibration
         backend = ctx.state.get("backend") or session.make_backend()
         result.backend, result.provider = backend.name, backend.provider
-        session.progress(f"{checkup.id}: measuring")
+        stage = "measuring"
+        session.progress(f"{checkup.id}: {stage}")
         measuring = Measuring(session, checkup, backend, ctx, result)
         result.metrics = measure_groups(measuring)
     except Exception as exc:  # a failed checkup is a result, never a crash of the examination
         log.debug("checkup %s failed", checkup.id, exc_info=True)
-        result.status, result.verdict, result.error = "error", "error", one_line(exc)
+        oom = is_oom(exc)
+        error = oom_message(exc, session.patient.device, stage) if oom else one_line(exc)
+        result.status, result.verdict, result.error = "error", "error", error
     finally:
         ctx.undo.restore()
+    if result.status == "error":
+        free_caches()  # an out-of-memory checkup leaves its tensors behind until collected
     if measuring is not None and result.status == "ok":
         result.metrics.update(after_restore(measuring))
     if result.status == "ok":

@@ -22,7 +22,8 @@ from doctor.examination.verdict import BUILTIN_RULE_DOCS, kl_coverage_findings, 
 from doctor.metrics.evaluation import baseline_pass, kl_plan
 from doctor.metrics.language import perplexity
 from doctor.patient import Patient
-from doctor.results import Baseline, Examination, Finding
+from doctor.placement.offload import state_items
+from doctor.results import Baseline, CheckupResult, Examination, Finding
 from doctor.spec.checkup import Suite, severity_rank
 
 log = logging.getLogger(__name__)
@@ -44,11 +45,12 @@ class Options:
     dtype: str = "float32"  # "auto": bf16 when fast and within a stated bound of float32 on the first window
     rules: list | None = None  # rules loaded (and validated) before the model, to avoid reading them twice
     command: str | None = None  # the command line, for the report's sign-off
+    memory: dict[str, str] = field(default_factory=dict)  # the memory estimate and placement, for the report
 
 
 def state_sha256(model: torch.nn.Module) -> str:
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    for name, tensor in state_items(model, by_name=True):  # offloaded tensors read from their storage, one at a time
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
@@ -155,11 +157,14 @@ def prepare(patient: Patient, suite: Suite, options: Options, progress) -> tuple
         baseline.health["attention_probe_passes"] = round(entropy_s / max(pass_s, 1e-9), 3)
     baseline.health["backend"] = f"{backend.name}/{backend.provider}"  # the reference every checkup is held to
     baseline.health["checkup_backend"] = options.backend
+    baseline.health.update(options.memory)
     return session, baseline
 
 
 def examine(patient: Patient, suite: Suite, options: Options, progress=lambda message: None,
-            advance=lambda: None) -> Examination:
+            advance=lambda: None, executor=None) -> Examination:
+    """`executor`: None runs the checkups here, in suite order; `doctor.examination.ray_executor.RayExecutor`
+    runs them on a Ray cluster (the same journal, the results in suite order)."""
     started, t0 = now_iso(), time.perf_counter()
     if patient.facts.weights_sha256 is None:
         patient.facts.weights_sha256 = state_sha256(patient.model)
@@ -171,17 +176,8 @@ def examine(patient: Patient, suite: Suite, options: Options, progress=lambda me
         "backend": options.backend,
     }
     journal = Journal(options.out_dir, fingerprint, options.resume)
-    results = []
-    for checkup in suite.checkups:
-        modification = checkup.modification.model_dump(mode="json")
-        result = journal.reusable(checkup.id, modification)
-        if result is None:
-            result = run_checkup(session, checkup)
-            journal.append(result)
-        else:
-            progress(f"{checkup.id}: reused from {journal.path.name}")
-        results.append(result)
-        advance()
+    run_all = executor.run if executor is not None else run_here
+    results = run_all(session, suite, journal, progress, advance)
     exam = Examination(
         patient=patient.facts, suite=suite.model_dump(mode="json"), suite_path=options.suite_path,
         suite_sha256=options.suite_sha256,
@@ -196,6 +192,22 @@ def examine(patient: Patient, suite: Suite, options: Options, progress=lambda me
     exam.duration_s = round(time.perf_counter() - t0, 3)
     exam.verdict, exam.exit_code = verdict(exam)
     return exam
+
+
+def run_here(session: Session, suite: Suite, journal: Journal, progress, advance) -> list[CheckupResult]:
+    """Every checkup in this process, in suite order, on the driver's own model."""
+    results = []
+    for checkup in suite.checkups:
+        modification = checkup.modification.model_dump(mode="json")
+        result = journal.reusable(checkup.id, modification)
+        if result is None:
+            result = run_checkup(session, checkup)
+            journal.append(result)
+        else:
+            progress(f"{checkup.id}: reused from {journal.path.name}")
+        results.append(result)
+        advance()
+    return results
 
 
 def annotate(exam: Examination, options: Options) -> None:

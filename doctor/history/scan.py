@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from doctor.history.grid import GridFit, fit_grid
+from doctor.placement.offload import materialized
 
 _LAYER = re.compile(r"\.(\d+)\.")
 
@@ -66,18 +67,22 @@ def detect_history(model: torch.nn.Module, gguf_types: dict[str, str] | None = N
                    weights: list[tuple[str, torch.Tensor]] | None = None) -> History:
     """Fit every linear's grid; `gguf_types` (tensor name -> GGML type) records the file's own block types;
     `weights` replaces the model's own (e.g. float32 copies of a model loaded in half precision)."""
-    groups: dict[tuple, list[tuple[str, torch.Tensor, GridFit]]] = defaultdict(list)
+    groups: dict[tuple, list[tuple[str, int, GridFit]]] = defaultdict(list)  # (name, numel, fit)
     off: list[str] = []
     levels: Counter[int] = Counter()
     layers: list[int] = []
     linears = weights if weights is not None else linear_weights(model)
     for name, weight in linears:
-        fit = fit_grid(weight)
+        if weight.device.type == "meta":  # an offloaded linear: read from its storage, one at a time
+            with materialized(model.get_submodule(name)):
+                fit = fit_grid(model.get_submodule(name).weight)
+        else:
+            fit = fit_grid(weight)
         if fit.group_size is None:
             off.append(name)
             continue
         per_row = fit.group_size == weight.shape[1]
-        groups[(fit.bits, "row" if per_row else fit.group_size, fit.scheme)].append((name, weight, fit))
+        groups[(fit.bits, "row" if per_row else fit.group_size, fit.scheme)].append((name, weight.numel(), fit))
         levels.update(fit.levels)
         if match := _LAYER.search(name):
             layers.append(int(match.group(1)))
@@ -85,7 +90,7 @@ def detect_history(model: torch.nn.Module, gguf_types: dict[str, str] | None = N
     for (bits, size, scheme), members in groups.items():
         layouts.append({
             "bits": bits, "group_size": size, "scheme": scheme, "linears": len(members),
-            "params": sum(w.numel() for _, w, _ in members), "examples": [n for n, _, _ in members[:3]],
+            "params": sum(n for _, n, _ in members), "examples": [n for n, _, _ in members[:3]],
         })
     layouts.sort(key=lambda item: -item["params"])
     return History(

@@ -24,7 +24,9 @@ from doctor.kl_store import KLPlan, capturing, fall_back, make_store
 FULL_VOCAB_LIMIT = 4096  # store full log-probs up to this vocabulary size
 HIDDEN_MIN_COMPRESSION = 50.0  # auto keeps hidden states when they are at least this much smaller than float32 logits
 TOKEN_BYTES = 8  # every store also keeps each token's argmax and the baseline log-prob of its next token
-_CHUNK_ELEMENTS = 1 << 23  # logits elements per chunk (32 MiB in float32)
+_CHUNK_ELEMENTS = 1 << 23  # logits elements per chunk on the host (32 MiB in float32)
+_GPU_CHUNK_ELEMENTS = 1 << 28  # at most, on a GPU (1 GiB in float32): fewer, larger reductions per batch
+_GPU_FREE_SHARE = 64  # and at most 1/64 of the device's free memory per chunk (log-softmax and top-k need ~4x)
 log = logging.getLogger(__name__)
 
 
@@ -107,8 +109,17 @@ class PassResult:
     dp_tokens: np.ndarray | None = None  # (tokens,) p_current(next token) - p_baseline(next token)
 
 
-def _chunk_len(batch: int, vocab: int, seq_len: int) -> int:
-    return max(1, min(seq_len, _CHUNK_ELEMENTS // max(1, batch * vocab)))
+def _chunk_elements(backend: Backend) -> int:
+    """Logits elements per chunk: small on the host; on a GPU as large as its free memory comfortably allows,
+    since a 128K vocabulary in 32 MiB chunks means a hundred small reductions per batch of 2048-token windows."""
+    if not str(getattr(backend, "provider", "")).startswith("cuda") or not torch.cuda.is_available():
+        return _CHUNK_ELEMENTS
+    free, _ = torch.cuda.mem_get_info()
+    return max(_CHUNK_ELEMENTS, min(_GPU_CHUNK_ELEMENTS, free // _GPU_FREE_SHARE))
+
+
+def _chunk_len(batch: int, vocab: int, seq_len: int, elements: int = _CHUNK_ELEMENTS) -> int:
+    return max(1, min(seq_len, elements // max(1, batch * vocab)))
 
 
 @dataclass
@@ -119,32 +130,36 @@ class _Chunk:
     w1: int
     start: int
     end: int
-    logits: torch.Tensor  # (B, t, V) float32 on CPU
-    lse: torch.Tensor  # (B, t)
-    argmax: torch.Tensor  # (B, t)
-    token_nll: torch.Tensor  # (B, t)
+    logits: torch.Tensor  # (B, t, V) float32 on the backend's device (never copied to the host whole)
+    lse: torch.Tensor  # (B, t) on the same device
+    argmax: torch.Tensor  # (B, t) on CPU
+    token_nll: torch.Tensor  # (B, t) on CPU
 
 
 def _chunks(backend: Backend, windows: torch.Tensor, vocab: int, batch_size: int, progress=None):
     """Every (window batch, position chunk) of the evaluation, NaN/inf checked once per position."""
     n_win, seq_len = windows.shape
     preds = seq_len - 1
+    elements = _chunk_elements(backend)
     for w0 in range(0, n_win, batch_size):
         batch = windows[w0 : w0 + batch_size]
         w1 = w0 + batch.shape[0]
-        for start, logits in backend.logits_chunks(batch, _chunk_len(batch.shape[0], vocab, seq_len)):
+        for start, logits in backend.logits_chunks(batch, _chunk_len(batch.shape[0], vocab, seq_len, elements)):
             end = min(start + logits.shape[1], preds)
             if end <= start:
                 continue  # the last position predicts nothing inside the window
-            logits = logits[:, : end - start].cpu()
-            targets = batch[:, start + 1 : end + 1]
+            # the (B, t, V) logits stay where the model computed them: on a GPU, copying them to the host
+            # would cost more than the forward pass; only per-token values cross over
+            logits = logits[:, : end - start]
+            targets = batch[:, start + 1 : end + 1].to(logits.device)
             # fused log-softmax + NLL; NaN or inf anywhere in a row makes its NLL non-finite
             token_nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
             token_nll = token_nll.view(targets.shape)  # (B, t)
+            lse = token_nll + logits.gather(-1, targets[..., None]).squeeze(-1)  # log-normaliser per position
+            token_nll = token_nll.cpu()
             if not torch.isfinite(token_nll).all():
                 raise NumericError(f"non-finite logits (NaN/inf) in evaluation windows {w0}-{w1 - 1}")
-            lse = token_nll + logits.gather(-1, targets[..., None]).squeeze(-1)  # log-normaliser per position
-            yield _Chunk(w0, w1, start, end, logits, lse, logits.argmax(-1), token_nll)
+            yield _Chunk(w0, w1, start, end, logits, lse, logits.argmax(-1).cpu(), token_nll)
         if progress:
             progress(batch.shape[0])
 

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from doctor.compress.adapters import block_linears, decoder_layers
+from doctor.placement.offload import module_device
 from doctor.results import LayerStat
 
 log = logging.getLogger(__name__)
@@ -150,11 +151,14 @@ class Comparison:
             source = 0 if before is None else before
             targets = probe.inputs[0] if before is None else probe.local_targets(before)
             inputs = targets
-        device = next(block.parameters()).device
+        device = module_device(block)  # an offloaded block's weights are on meta until its hooks run
+        dtype = next(block.parameters()).dtype  # a meta parameter still has its dtype
         diff = ref = 0.0
         with torch.no_grad():
             for inp, target, call in zip(inputs, targets, probe.calls[source], strict=True):
-                out = hidden_states(block(inp.to(device), *call.args, **call.kwargs)).float().cpu()
+                # kept in float32 on the host; a bf16/fp16 block is fed its own dtype (exact: widened from it)
+                fed = inp.to(device, dtype)
+                out = hidden_states(block(fed, *call.args, **call.kwargs)).float().cpu()
                 diff += float((out - target).pow(2).sum())
                 ref += float(target.pow(2).sum())
         return math.sqrt(diff / ref) if ref > 0 else 0.0

@@ -34,6 +34,7 @@ from torch import nn
 
 from doctor.compress.adapters import block_linears, decoder_layers
 from doctor.metrics.layer_comparison import Comparison, Timer, hidden_states, module_column
+from doctor.placement.offload import execution_device
 from doctor.results import LayerStat
 
 log = logging.getLogger(__name__)
@@ -182,7 +183,7 @@ class LayerProbe:
     def run(self, model: nn.Module) -> None:
         """The decoder body over the probed windows, batched as the evaluation pass batches them."""
         body = getattr(model, "base_model", model)
-        device = next(model.parameters()).device
+        device = execution_device(model)
         with torch.no_grad():
             for w0 in range(0, self.limit, self.batch_size):
                 body(input_ids=self.windows[w0 : w0 + self.batch_size].to(device), use_cache=False)
@@ -248,7 +249,7 @@ class LayerProbe:
             if attn is not None:
                 handles.append(attn.register_forward_hook(_entropy_hook(running[j])))
         body = getattr(model, "base_model", model)
-        device = next(model.parameters()).device
+        device = execution_device(model)
         with _hooks(handles), eager_attention(model), torch.no_grad():
             for w0 in range(0, self.limit, self.batch_size):
                 body(input_ids=self.windows[w0 : min(w0 + self.batch_size, self.limit)].to(device), use_cache=False)

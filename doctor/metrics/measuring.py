@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from doctor.metrics.registry import MetricGroup, groups
+from doctor.placement.offload import is_offloaded
 from doctor.results import LayerStat, Measurement
 
 
@@ -92,6 +93,10 @@ class Measuring:
         measured = comparison.stats(entropies)
         self.result.layers = merge_layers(self.result.layers, measured)
         out = layer_summary(self.result.layers)
+        if is_offloaded(self.session.patient.model):  # the undo log keeps no copy of an offloaded original
+            for measurement in out.values():
+                measurement.note = ("block errors only: per-linear errors need the original weights in memory, "
+                                    "which offloaded layers do not keep")
         unit = self.session.pass_s
         if unit > 0:
             out["layer_probe_passes"] = Measurement(

@@ -25,6 +25,7 @@ class UndoLog:
     def __init__(self) -> None:
         self._entries: list[tuple[str, Any, Any, Any]] = []
         self._saved: set[int] = set()
+        self._released: dict[tuple[int, str], Any] = {}  # (id(module), name) -> module, for `changed`
 
     def save_tensor(self, tensor: torch.Tensor) -> None:
         """Call before changing `tensor` in place; later calls for the same tensor are no-ops."""
@@ -37,6 +38,20 @@ class UndoLog:
     def saved(self, tensor: torch.Tensor) -> bool:
         """Whether `tensor` was saved (and so possibly changed) since the last restore."""
         return id(tensor) in self._saved
+
+    def changed(self, module: Any, name: str) -> bool:
+        """Whether `module.<name>` was saved (possibly changed), including offloaded tensors written back."""
+        return self.saved(getattr(module, name)) or (id(module), name) in self._released
+
+    def release(self, tensor: torch.Tensor, module: Any, name: str) -> None:
+        """Drop the saved copy of `tensor` (`module.<name>`): a later entry restores its storage instead.
+
+        Offloaded layers are restored by putting their original storage back (doctor.placement.offload), so the
+        copy would only hold a layer's weights in memory for nothing."""
+        for i, (kind, target, saved, extra) in enumerate(self._entries):
+            if kind == "tensor" and target is tensor:
+                self._entries[i] = (kind, target, saved.to("meta"), extra)
+        self._released[(id(module), name)] = module
 
     def set_attr(self, obj: Any, name: str, value: Any) -> None:
         """`setattr`, remembering the old value (or its absence). Works for modules and configs."""
@@ -54,7 +69,8 @@ class UndoLog:
 
     def originals(self) -> dict[int, torch.Tensor]:
         """The saved copy of every tensor changed in place, by `id` of the live tensor."""
-        return {id(target): saved for kind, target, saved, _ in self._entries if kind == "tensor"}
+        return {id(target): saved for kind, target, saved, _ in self._entries
+                if kind == "tensor" and saved.device.type != "meta"}
 
     def restore(self) -> None:
         for kind, target, a, b in reversed(self._entries):
@@ -62,7 +78,8 @@ class UndoLog:
                 with torch.no_grad():
                     if target.shape != a.shape:
                         raise RuntimeError("a saved tensor changed shape in place; replace the module instead")
-                    target.copy_(a)
+                    if a.device.type != "meta":  # released: restored through its storage
+                        target.copy_(a)
             elif kind == "attr":
                 if b is _MISSING:
                     delattr(target, a)
@@ -72,6 +89,7 @@ class UndoLog:
                 target[a] = b
         self._entries.clear()
         self._saved.clear()
+        self._released.clear()
 
 
 @dataclass

@@ -58,8 +58,14 @@ def coverage(model: nn.Module, undo: UndoLog, before: list[dict[str, int]], type
             size = linear_weight(module).numel()
             entry = by_type.setdefault(kind, {"touched": 0, "target": 0})
             entry["target"] += size
-            if undo.saved(module.weight) or old.get(name) != id(module):
+            if undo.changed(module, "weight") or old.get(name) != id(module):
                 entry["touched"] += size
+        for param in arch.ssm_targets(block).values():  # `ssm_params: quantize`: the recurrence is a target too
+            if types is not None and "ssm" not in types:
+                continue
+            entry = by_type.setdefault("ssm", {"touched": 0, "target": 0})
+            entry["target"] += param.numel()
+            entry["touched"] += param.numel() if undo.saved(param) else 0
     touched = sum(e["touched"] for e in by_type.values())
     target = sum(e["target"] for e in by_type.values())
     return {

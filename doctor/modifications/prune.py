@@ -14,6 +14,7 @@ from doctor.compress.masks import layer_mask, nm_mask, realized_sparsity
 from doctor.modifications.base import Applied, ApplyContext
 from doctor.modifications.coverage import account, prepare_targets, snapshot
 from doctor.modifications.kinds.prune import METHODS, STRUCTURED
+from doctor.placement.offload import materialized
 from doctor.plugins import resolve
 from doctor.results import LayerStat
 from doctor.spec.modification import PruneSpec
@@ -44,14 +45,15 @@ def apply_magnitude(spec: PruneSpec, ctx: ApplyContext) -> Applied:
     layers = []
     for index, block in enumerate(decoder_layers(ctx.patient.model)):
         start = time.perf_counter()
-        for module in block_linears(block).values():
-            ctx.undo.save_tensor(module.weight)
-            w = linear_weight(module).detach().float()
-            score = w.abs()
-            if spec.structure == "nm":
-                mask = nm_mask(score, spec.n, spec.m, spec.nm_tail)
-            else:
-                mask = layer_mask(score, spec.sparsity, spec.ties)
-            set_linear_weight(module, w.masked_fill(mask, 0.0))
+        with materialized(block, ctx.undo):
+            for module in block_linears(block).values():
+                ctx.undo.save_tensor(module.weight)
+                w = linear_weight(module).detach().float()
+                score = w.abs()
+                if spec.structure == "nm":
+                    mask = nm_mask(score, spec.n, spec.m, spec.nm_tail)
+                else:
+                    mask = layer_mask(score, spec.sparsity, spec.ties)
+                set_linear_weight(module, w.masked_fill(mask, 0.0))
         layers.append(LayerStat(layer=index, seconds=time.perf_counter() - start))
     return Applied(layers=layers)

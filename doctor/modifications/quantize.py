@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import time
 
+from doctor.architectures import architecture_of
 from doctor.compress.adapters import block_linears, decoder_layers, linear_weight, set_linear_weight
 from doctor.compress.quantizer import effective_bits, max_levels, quantize_rtn
 from doctor.modifications.base import Applied, ApplyContext
 from doctor.modifications.coverage import account, prepare_targets, snapshot
 from doctor.modifications.kinds.quantize import METHODS
+from doctor.modifications.ssm_params import as_rows, include_ssm_params, round_ssm_params
+from doctor.placement.offload import materialized
 from doctor.plugins import resolve
 from doctor.results import LayerStat
 from doctor.spec.modification import QuantizeSpec
@@ -20,8 +23,13 @@ from doctor.spec.modification import QuantizeSpec
 def apply(spec: QuantizeSpec, ctx: ApplyContext) -> Applied:
     model = ctx.patient.model
     prepare_targets(model, ctx.undo, spec.targets)
+    if spec.ssm_params == "quantize":
+        include_ssm_params(model, ctx.undo)
     before = snapshot(model)
     applied = resolve(METHODS[spec.method])(spec, ctx)
+    if spec.ssm_params == "quantize":  # after the method: GPTQ and AWQ calibrate on the mixer as it was
+        applied.realized["ssm_params_rtn"] = round_ssm_params(model, spec.bits, spec.group_size, spec.symmetric,
+                                                              ctx.undo)
     applied.realized.update(_realized_bits(spec, ctx))
     account(applied, model, ctx.undo, before, f"quantize {spec.method}")
     return applied
@@ -31,10 +39,11 @@ def apply_rtn(spec: QuantizeSpec, ctx: ApplyContext) -> Applied:
     layers = []
     for index, block in enumerate(decoder_layers(ctx.patient.model)):
         start = time.perf_counter()
-        for _name, module in block_linears(block).items():
-            ctx.undo.save_tensor(module.weight)
-            w = linear_weight(module)
-            set_linear_weight(module, quantize_rtn(w, spec.bits, spec.group_size, spec.symmetric))
+        with materialized(block, ctx.undo):
+            for _name, module in block_linears(block).items():
+                ctx.undo.save_tensor(module.weight)
+                w = linear_weight(module)
+                set_linear_weight(module, quantize_rtn(w, spec.bits, spec.group_size, spec.symmetric))
         layers.append(LayerStat(layer=index, seconds=time.perf_counter() - start))
     return Applied(layers=layers)
 
@@ -49,12 +58,13 @@ def _realized_bits(spec: QuantizeSpec, ctx: ApplyContext) -> dict:
     total = weighted_bits = 0.0
     most_levels = 0
     for block in decoder_layers(ctx.patient.model):
-        for module in block_linears(block).values():
-            w = linear_weight(module).detach()
-            n = w.numel()
-            total += n
-            weighted_bits += n * effective_bits(spec.bits, spec.group_size, w.shape[1], spec.symmetric)
-            most_levels = max(most_levels, max_levels(w, spec.group_size))
+        with materialized(block):
+            ssm = [as_rows(p) for p in architecture_of(block).ssm_targets(block).values()]
+            for w in [linear_weight(m).detach() for m in block_linears(block).values()] + ssm:
+                n = w.numel()
+                total += n
+                weighted_bits += n * effective_bits(spec.bits, spec.group_size, w.shape[1], spec.symmetric)
+                most_levels = max(most_levels, max_levels(w, spec.group_size))
     return {
         "bits": spec.bits,
         "group_size": spec.group_size,

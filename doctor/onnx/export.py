@@ -7,7 +7,8 @@ the dynamo exporter (`torch.export` + onnxscript) at opset 18, whose fp32 logits
 Exports are slow (seconds to minutes), so each lands in `<out_dir>/onnx-cache/<key>/` where the key hashes the
 weight bytes, the config, the export settings and the exporter versions: an unmodified model, or a checkup that
 leaves the weights alone, reuses the export. A cache entry is written to a temporary folder and renamed into
-place, so an interrupted export never leaves a half-written entry behind.
+place, so an interrupted export never leaves a half-written entry behind. What the exporter cannot express
+(a Mamba scan, a failed conversion) is "unsupported: reason" (see `doctor.onnx.support`).
 """
 
 from __future__ import annotations
@@ -27,11 +28,18 @@ from pathlib import Path
 
 import torch
 
+from doctor.architectures import Unsupported
 from doctor.errors import ModificationError
+from doctor.onnx.support import (
+    exportable_experts,
+    is_exporter_limit,
+    require_dynamic_sequence,
+    require_exportable,
+)
 
 log = logging.getLogger(__name__)
 
-EXPORT_RECIPE = 1  # bump when the export recipe changes; old cache entries are then ignored
+EXPORT_RECIPE = 2  # bump when the export recipe changes; old cache entries are then ignored
 MODEL_FILE = "model.onnx"
 KEEP_EXPORTS = 3  # cache entries kept: the unmodified model and the latest modified ones
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -111,6 +119,7 @@ def export_model(
     raises ModificationError when the export fails."""
     settings = settings or ExportSettings()
     require_onnx()
+    require_exportable(model)
     key = cache_key(model, settings)
     entry = Path(out_dir) / "onnx-cache" / key
     if (entry / INFO_FILE).is_file():
@@ -127,6 +136,7 @@ def export_model(
         start = time.perf_counter()
         _export_to(model, tmp / MODEL_FILE, settings)
         seconds = time.perf_counter() - start
+        require_dynamic_sequence(tmp / MODEL_FILE, model)
         info = {"key": key, "seconds": round(seconds, 3), "settings": asdict(settings), "torch": torch.__version__}
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=1))
         _publish(tmp, entry)
@@ -169,7 +179,8 @@ def _export_to(model: torch.nn.Module, target: Path, settings: ExportSettings) -
     was_training = model.training
     model.eval()
     try:
-        with _as_dtype(model, getattr(torch, settings.dtype)), torch.no_grad(), quiet_logs(*_EXPORT_LOGGERS):
+        with (_as_dtype(model, getattr(torch, settings.dtype)), torch.no_grad(), quiet_logs(*_EXPORT_LOGGERS),
+              exportable_experts(model)):
             program = torch.onnx.export(
                 LogitsOnly(model).eval(),
                 (example.to(device),),
@@ -186,6 +197,8 @@ def _export_to(model: torch.nn.Module, target: Path, settings: ExportSettings) -
     except ModificationError:
         raise
     except Exception as exc:  # the exporter raises many types; each is a failed checkup, not a crash
+        if is_exporter_limit(exc):
+            raise Unsupported(f"ONNX export of {type(model).__name__}: {_describe(exc)}") from exc
         raise ModificationError(f"ONNX export of {type(model).__name__} failed: {_describe(exc)}") from exc
     finally:
         model.train(was_training)

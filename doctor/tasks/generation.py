@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from doctor.placement.offload import execution_device
 from doctor.spec.modification import DecodeSpec
 from doctor.tasks.contrastive import contrastive_search
 
@@ -123,7 +124,7 @@ def generate_batch(
             out.extend([] for _ in chunk)
             continue
         if spec.strategy == "contrastive":
-            ids = torch.tensor(chunk, dtype=torch.long, device=next(model.parameters()).device)
+            ids = torch.tensor(chunk, dtype=torch.long, device=execution_device(model))
             news = [contrastive_search(
                 model, ids, top_k=contrastive_k(spec), alpha=spec.penalty_alpha, max_new_tokens=budget,
                 eos_token_id=eos,
@@ -136,7 +137,7 @@ def generate_batch(
 
 def _hf_generate(model, tokenizer, chunk: list[list[int]], spec: DecodeSpec, budget: int, seed: int) -> list[list[int]]:
     """One left-padded batch through `model.generate`, seeded inside a forked RNG."""
-    device = next(model.parameters()).device
+    device = execution_device(model)
     eos, pad = _special(tokenizer, "eos_token_id"), _special(tokenizer, "pad_token_id")
     pad = pad if pad is not None else (eos if eos is not None else 0)
     width = max(len(p) for p in chunk)

@@ -78,7 +78,8 @@ def loglikelihoods(
                 continue
             logp = torch.log_softmax(logits.float(), dim=-1)  # (B, t, V)
             picked = logp.gather(-1, t.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, t)
-            sums += torch.where(t >= 0, picked, torch.zeros_like(picked)).double().sum(dim=1).cpu()
+            # summed in float32 where the logits are (no float64 on a GPU), accumulated in float64 on the host
+            sums += torch.where(t >= 0, picked, torch.zeros_like(picked)).sum(dim=1).cpu().double()
         for r, i in enumerate(batch):
             out[i] = float(sums[r])
     return out

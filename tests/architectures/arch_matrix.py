@@ -20,6 +20,8 @@ from tests.conftest import as_patient
 # (column title, modification spec)
 KINDS: list[tuple[str, dict]] = [
     ("RTN 4", {"kind": "quantize", "method": "rtn", "bits": 4, "group_size": 32}),
+    ("RTN 4 + SSM params", {"kind": "quantize", "method": "rtn", "bits": 4, "group_size": 32,
+                            "ssm_params": "quantize"}),
     ("GPTQ 4", {"kind": "quantize", "method": "gptq", "bits": 4, "group_size": 32}),
     ("AWQ 4", {"kind": "quantize", "method": "awq", "bits": 4, "group_size": 32}),
     ("magnitude 50%", {"kind": "prune", "method": "magnitude", "sparsity": 0.5}),
@@ -28,11 +30,16 @@ KINDS: list[tuple[str, dict]] = [
     ("heads 25%", {"kind": "prune", "method": "wanda", "structure": "heads", "sparsity": 0.25}),
     ("channels 30%", {"kind": "prune", "method": "wanda", "structure": "channels", "sparsity": 0.3}),
     ("experts -1 (routing)", {"kind": "prune_experts", "count": 1}),
+    ("experts merge -1", {"kind": "merge_experts", "count": 1}),
     ("remove 1 (BI)", {"kind": "remove_layers", "count": 1}),
     ("expand 1 (identity)", {"kind": "expand_layers", "count": 1, "init": "identity"}),
     ("greedy decoding", {"kind": "decode", "strategy": "greedy"}),
+    ("ONNX fp32", {"kind": "onnx"}),
 ]
-WEIGHT_KINDS = {"quantize", "prune"}
+WEIGHT_KINDS = {"quantize", "prune", "merge_experts"}  # kinds that report coverage of their targets
+SAME_FUNCTION_KINDS = {"expand_layers", "decode", "onnx"}  # identity init, decoding and an fp32 export keep it
+# The ONNX column exports each family (seconds each): CI runs it on these, the script and `-m slow` on all.
+ONNX_IN_CI = {"gpt2", "mixtral", "mamba", "jamba", "bamba"}
 README = Path(__file__).resolve().parents[2] / "README.md"
 START, END = "<!-- architecture-matrix:start -->", "<!-- architecture-matrix:end -->"
 
@@ -51,7 +58,11 @@ class Cell:
         return "unsupported" if (self.error or "").startswith("unsupported:") else "ERROR"
 
 
-def suite():
+def columns(onnx: bool = True) -> list[tuple[str, dict]]:
+    return [(title, spec) for title, spec in KINDS if onnx or spec["kind"] != "onnx"]
+
+
+def suite(kinds: list[tuple[str, dict]]):
     from doctor.spec.checkup import Suite
 
     return Suite.model_validate({
@@ -59,18 +70,20 @@ def suite():
         "eval": {"corpus": "auto", "max_windows": 2, "bootstrap": 0, "seq_len": 64},
         "calibration": {"corpus": "auto", "samples": 4, "seq_len": 64},
         "checkups": [{"id": f"c{i}", "modification": spec, "metrics": ["perplexity"]}
-                     for i, (_title, spec) in enumerate(KINDS)],
+                     for i, (_title, spec) in enumerate(kinds)],
     })
 
 
-def run_arch(arch: str, out_dir: Path, model=None):
-    """Examine a tiny `arch` model with every kind; returns (cells by column title, the examined model)."""
+def run_arch(arch: str, out_dir: Path, model=None, kinds: list[tuple[str, dict]] | None = None):
+    """Examine a tiny `arch` model with `kinds` (default: every column); returns (cells by column title, the
+    examined model)."""
     from doctor.examination.runner import Options, examine
 
+    kinds = KINDS if kinds is None else kinds
     model = model if model is not None else tiny_model(arch)
-    exam = examine(as_patient(model, arch), suite(), Options(out_dir=out_dir, use_predictor=False))
+    exam = examine(as_patient(model, arch), suite(kinds), Options(out_dir=out_dir, use_predictor=False))
     cells = {}
-    for (title, _spec), c in zip(KINDS, exam.checkups, strict=True):
+    for (title, _spec), c in zip(kinds, exam.checkups, strict=True):
         ratio = c.metrics["ppl_ratio"].value if "ppl_ratio" in c.metrics else None
         cells[title] = Cell(c.status, c.error, c.realized.get("coverage"), ratio)
     return cells, model
@@ -78,6 +91,15 @@ def run_arch(arch: str, out_dir: Path, model=None):
 
 def row(arch: str, cells: dict[str, Cell]) -> str:
     return "| " + " | ".join([arch, *(cells[title].text for title, _ in KINDS)]) + " |"
+
+
+def readme_cells(block: str, arch: str) -> dict[str, str]:
+    """The README matrix's cells of one architecture, by column title."""
+    for line in block.splitlines():
+        values = [v.strip() for v in line.strip().strip("|").split("|")]
+        if values and values[0] == arch:
+            return dict(zip((title for title, _ in KINDS), values[1:], strict=False))
+    return {}
 
 
 def reasons(arch: str, cells: dict[str, Cell]) -> list[str]:

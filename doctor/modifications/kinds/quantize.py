@@ -49,6 +49,12 @@ class QuantizeSpec(Spec):
         description="AWQ with grouped-query attention: leave o_proj unscaled as llm-awq ('skip'), or scale it with "
         "one scale per value channel shared by the query heads reading it ('tied')",
     )
+    ssm_params: Literal["keep", "quantize"] = Field(
+        "keep",
+        description="state-space mixers (Mamba): keep dt_proj, A_log, D and conv1d in full precision, or round "
+        "their weights to nearest at these bits and groups (RTN for every method: dt_proj is used as a bare "
+        "matrix that no calibration hook sees)",
+    )
     search_tokens: int | None = Field(
         None, ge=1,
         description="AWQ: measure the scale search's loss on the first calibration windows holding this many tokens "
@@ -85,6 +91,8 @@ def summary(mod: dict[str, Any]) -> str:
         parts.append("true-sequential")
     if mod.get("group_scales") == "updated":
         parts.append("updated-group-scales")
+    if mod.get("ssm_params") == "quantize":
+        parts.append("+ssm-params-rtn")
     return " ".join(parts)
 
 
