@@ -26,12 +26,10 @@ from scipy.optimize import linear_sum_assignment
 
 from doctor.architectures import Unsupported, architecture_of
 from doctor.architectures.moe import Expert, SplitExperts
-from doctor.architectures.routing import Routing, capture_routing, routers
-from doctor.compress.adapters import decoder_layers
+from doctor.architectures.routing import Routing
 from doctor.errors import ModificationError
 from doctor.modifications.base import Applied, ApplyContext
-from doctor.modifications.coverage import prepare_targets
-from doctor.modifications.experts import EXPERT_COUNT_KEYS, _experts_of, drop_experts
+from doctor.modifications.experts import EXPERT_COUNT_KEYS, _experts_of, drop_experts, routed_model
 from doctor.patient import count_params
 from doctor.results import LayerStat
 
@@ -108,17 +106,9 @@ def _count(spec, experts: int, top_k: int) -> int:
 
 def apply_merge_experts(spec, ctx: ApplyContext) -> Applied:
     """Merge the least-routed experts of every MoE layer; realized facts say which went into which."""
-    model = ctx.patient.model
-    moe_layers = routers(model)
-    if not moe_layers:
-        raise Unsupported(f"expert merging: {type(model).__name__} has no mixture-of-experts layers")
-    prepare_targets(model, ctx.undo)
-    cal = ctx.calibration(spec.calibration)
-    ctx.progress("expert merging: routing frequencies and router logits")
-    routing = capture_routing(model, cal.windows)
-    top_k = routing[0].chosen.shape[1]
-    params_before = count_params(model)
-    blocks = decoder_layers(model)
+    routed = routed_model(spec, ctx, "expert merging", "routing frequencies and router logits")
+    model, moe_layers, routing, top_k, params_before, blocks = (
+        routed.model, routed.moe_layers, routed.routing, routed.top_k, routed.params_before, routed.blocks)
     count = _count(spec, routing[0].experts, top_k)
     stats, merged_into, uniform = [], {}, 0
     for r in routing:
@@ -171,4 +161,4 @@ def apply_merge_experts(spec, ctx: ApplyContext) -> Applied:
     }
     if uniform:
         realized["uniform_average_groups"] = uniform
-    return Applied(realized=realized, layers=stats, calibration=cal.info)
+    return Applied(realized=realized, layers=stats, calibration=routed.calibration.info)

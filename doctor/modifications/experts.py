@@ -10,6 +10,7 @@ is replaced through the undo log: restore puts the fused experts, the router and
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -60,18 +61,38 @@ def _count(spec, experts: int, top_k: int) -> int:
     return count
 
 
-def apply_prune_experts(spec, ctx: ApplyContext) -> Applied:
-    """Remove the least-routed experts of every MoE layer; realized facts name them and their token shares."""
+@dataclass
+class RoutedModel:
+    """What expert pruning and merging start from: the model's MoE layers and the calibration tokens' routing."""
+
+    model: nn.Module
+    moe_layers: list[int]
+    routing: list  # doctor.architectures.routing.Routing per MoE layer
+    top_k: int
+    params_before: int
+    blocks: list[nn.Module]
+    calibration: object  # the calibration set, for its info in the result
+
+
+def routed_model(spec, ctx: ApplyContext, what: str, gathering: str) -> RoutedModel:
+    """Refuse a dense model, then route the calibration windows through every MoE layer."""
     model = ctx.patient.model
-    if not routers(model):
-        raise Unsupported(f"expert pruning: {type(model).__name__} has no mixture-of-experts layers")
+    moe_layers = routers(model)
+    if not moe_layers:
+        raise Unsupported(f"{what}: {type(model).__name__} has no mixture-of-experts layers")
     prepare_targets(model, ctx.undo)
     cal = ctx.calibration(spec.calibration)
-    ctx.progress("expert pruning: routing frequencies")
+    ctx.progress(f"{what}: {gathering}")
     routing = capture_routing(model, cal.windows)
-    top_k = routing[0].chosen.shape[1]
-    params_before = count_params(model)
-    blocks = decoder_layers(model)
+    return RoutedModel(model, moe_layers, routing, routing[0].chosen.shape[1], count_params(model),
+                       decoder_layers(model), cal)
+
+
+def apply_prune_experts(spec, ctx: ApplyContext) -> Applied:
+    """Remove the least-routed experts of every MoE layer; realized facts name them and their token shares."""
+    routed = routed_model(spec, ctx, "expert pruning", "routing frequencies")
+    model, routing, top_k, params_before, blocks = (routed.model, routed.routing, routed.top_k,
+                                                    routed.params_before, routed.blocks)
     count = _count(spec, routing[0].experts, top_k)
     stats, removed = [], {}
     for r in routing:
@@ -95,4 +116,4 @@ def apply_prune_experts(spec, ctx: ApplyContext) -> Applied:
         "params_after": params_after,
         "params_ratio": params_after / params_before,
     }
-    return Applied(realized=realized, layers=stats, calibration=cal.info)
+    return Applied(realized=realized, layers=stats, calibration=routed.calibration.info)
