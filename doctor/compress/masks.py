@@ -54,7 +54,8 @@ def layer_mask(score: torch.Tensor, sparsity: float, ties: Ties = "reference") -
     """True where pruned: the lowest-scoring fraction of the whole matrix (magnitude per layer, SparseGPT per block)."""
     k = int(score.numel() * sparsity)
     if ties == "reference":
-        return score <= torch.sort(score.flatten()).values[k]
+        # the (k+1)-th smallest score is sorted[k]; selection is O(n) where a sort is O(n log n)
+        return score <= torch.kthvalue(score.flatten(), k + 1).values
     mask = torch.zeros(score.numel(), dtype=torch.bool, device=score.device)
     if k:
         mask[torch.sort(score.flatten(), stable=True).indices[:k]] = True
