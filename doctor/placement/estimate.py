@@ -70,13 +70,10 @@ def model_shape(config) -> Shape:
     with init_empty_weights(), torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     model.tie_weights()  # tied embeddings are one tensor in the loaded model; count them once here too
-    seen: set[int] = set()
-    params = 0
-    for p in model.parameters():
-        if id(p) not in seen:
-            seen.add(id(p))
-            params += p.numel()
     from doctor.compress.adapters import decoder_layers
+    from doctor.patient import count_params
+
+    params = count_params(model)
 
     blocks = decoder_layers(model)
     block_params = max((sum(p.numel() for p in b.parameters()) for b in blocks), default=0)
