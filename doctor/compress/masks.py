@@ -63,6 +63,16 @@ def layer_mask(score: torch.Tensor, sparsity: float, ties: Ties = "reference") -
     return mask.view_as(score)
 
 
+def zero_masked_(weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`weight.masked_fill_(mask, 0.0)`, bit for bit, as an AND of the float bits with all-ones (kept) or zero
+    (pruned): on a CPU `masked_fill_` with a boolean mask is several times slower than this elementwise AND."""
+    bits = {2: torch.int16, 4: torch.int32, 8: torch.int64}.get(weight.element_size())
+    if bits is None or not weight.is_floating_point():
+        return weight.masked_fill_(mask, 0.0)
+    weight.view(bits).bitwise_and_(mask.logical_not().to(bits).neg_())  # True -> 0, False -> -1 (all ones)
+    return weight
+
+
 def realized_sparsity(model: torch.nn.Module) -> dict:
     """Fraction of exact zeros in the decoder-block linear weights, overall and per layer (Wanda's check)."""
     zeros = total = 0

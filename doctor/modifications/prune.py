@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from doctor.compress.adapters import block_linears, decoder_layers, linear_weight
-from doctor.compress.masks import layer_mask, nm_mask, realized_sparsity
+from doctor.compress.masks import layer_mask, nm_mask, realized_sparsity, zero_masked_
 from doctor.modifications.base import Applied, ApplyContext
 from doctor.modifications.coverage import account, prepare_targets, snapshot
 from doctor.modifications.kinds.prune import METHODS, STRUCTURED
@@ -54,6 +54,6 @@ def apply_magnitude(spec: PruneSpec, ctx: ApplyContext) -> Applied:
                     mask = nm_mask(score, spec.n, spec.m, spec.nm_tail)
                 else:
                     mask = layer_mask(score, spec.sparsity, spec.ties)
-                w.masked_fill_(mask, 0.0)  # in place, through the (out, in) view: no copy of the matrix
+                zero_masked_(w, mask)  # in place, through the (out, in) view: no copy of the matrix
         layers.append(LayerStat(layer=index, seconds=time.perf_counter() - start))
     return Applied(layers=layers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from doctor.compress.masks import layer_mask, nm_mask, row_mask
@@ -61,3 +62,20 @@ def test_magnitude_prune_realized_and_restored(tiny_llama, tmp_path):
     assert abs(applied.realized["sparsity"] - 0.7) < 1e-2
     ctx.undo.restore()
     assert_bit_identical(tiny_llama.model, before)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_zero_masked_writes_what_masked_fill_writes(dtype):
+    from doctor.compress.masks import zero_masked_
+
+    torch.manual_seed(0)
+    w = torch.randn(48, 40).to(dtype)
+    special = torch.tensor([-0.0, float("nan"), float("inf"), -float("inf")]).to(dtype)
+    w[0, :4] = w[1, :4] = special
+    mask = torch.rand(48, 40) < 0.5
+    mask[0, :4], mask[1, :4] = True, False  # specials pruned in row 0, kept in row 1
+    for a, b, m in ((w.clone(), w.clone(), mask), (w.clone().t(), w.clone().t(), mask.t())):  # and a transposed view
+        a.masked_fill_(m, 0.0)
+        zero_masked_(b, m)
+        bits = {2: torch.int16, 4: torch.int32, 8: torch.int64}[a.element_size()]
+        assert torch.equal(a.view(bits), b.view(bits))  # same bits: +0.0 where pruned, the rest untouched
