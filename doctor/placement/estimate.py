@@ -138,13 +138,14 @@ def estimate(shape: Shape, suite, dtype: str, dispatched: bool = False) -> Estim
 
 def _calibration_size(suite, calibrated: list, eval_len: int, context: int | None) -> tuple[int, int]:
     """The largest calibration set any calibrated checkup uses: (samples, seq_len)."""
-    specs = [leaf.calibration or suite.calibration for leaf in calibrated]
-    sizes = []
-    for spec in specs:
-        if spec.preset == "literature":
-            sizes.append((128, min(context or 2048, 2048)))
-        else:
-            sizes.append((spec.samples, min(spec.seq_len or eval_len, context or eval_len)))
+    from doctor.data.calibration import calibration_size
+    from doctor.modifications.awq import CALIBRATION as AWQ_WINDOWS
+
+    sizes = [
+        calibration_size(leaf.calibration or suite.calibration, min(eval_len, context or eval_len), context,
+                         AWQ_WINDOWS if getattr(leaf, "method", None) == "awq" else None)
+        for leaf in calibrated
+    ]
     return max(sizes, key=lambda s: s[0] * s[1])
 
 
