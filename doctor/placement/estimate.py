@@ -115,10 +115,10 @@ def estimate(shape: Shape, suite, dtype: str, dispatched: bool = False) -> Estim
     est = Estimate()
     est.add("weights", shape.params * width, "spread" if dispatched else "device")
     seq_len = min(suite.eval.seq_len or 2048, shape.context or 2048)
-    windows = suite.eval.max_windows
+    windows = suite.eval.window_cap(seq_len)
     if windows is None:
         windows = _ASSUMED_WINDOWS
-        est.notes.append(f"eval.max_windows unset: the KL cache is counted for {windows} windows")
+        est.notes.append(f"eval.max_windows and max_tokens unset: the KL cache is counted for {windows} windows")
     per_token, where = _kl_bytes_per_token(suite.eval, shape.vocab)
     est.add("kl_cache", windows * (seq_len - 1) * per_token, where)
     leaves = [leaf for c in suite.checkups for leaf in _leaves(c.modification)]

@@ -33,3 +33,13 @@ def test_provider_draws_the_method_shape(demo_patient):
     provider = CalibrationProvider(demo_patient, CalibrationSpec(), default_seq_len=512)
     assert tuple(provider(None, method=AWQ_WINDOWS).windows.shape) == (AWQ_WINDOWS.samples, 512)
     assert tuple(provider(None).windows.shape) == (32, 512)
+
+
+def test_eval_budget_in_tokens_is_the_same_at_any_window_length():
+    from doctor.spec.checkup import EvalSpec
+
+    assert EvalSpec(max_tokens=65536).window_cap(512) == 128
+    assert EvalSpec(max_tokens=65536).window_cap(2048) == 32
+    assert EvalSpec(max_tokens=65536, max_windows=16).window_cap(512) == 16
+    assert EvalSpec(max_tokens=100).window_cap(2048) == 1  # never less than one window
+    assert EvalSpec().window_cap(2048) is None
