@@ -18,6 +18,7 @@ from typing import Literal
 import torch
 
 from doctor.compress.adapters import block_linears, decoder_layers, linear_weight
+from doctor.compress.selection import kth_smallest
 from doctor.placement.offload import materialized
 
 NmTail = Literal["prune", "dense"]
@@ -55,7 +56,7 @@ def layer_mask(score: torch.Tensor, sparsity: float, ties: Ties = "reference") -
     k = int(score.numel() * sparsity)
     if ties == "reference":
         # the (k+1)-th smallest score is sorted[k]; selection is O(n) where a sort is O(n log n)
-        return score <= torch.kthvalue(score.flatten(), k + 1).values
+        return score <= kth_smallest(score, k + 1)
     mask = torch.zeros(score.numel(), dtype=torch.bool, device=score.device)
     if k:
         mask[torch.sort(score.flatten(), stable=True).indices[:k]] = True

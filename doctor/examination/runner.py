@@ -73,7 +73,8 @@ def _layer_probe(patient: Patient, suite: Suite, windows: torch.Tensor):
     from doctor.compress.adapters import decoder_layers
     from doctor.metrics.layerwise import LayerProbe
 
-    return LayerProbe(list(decoder_layers(patient.model)), windows, batch_size=suite.eval.batch_size)
+    return LayerProbe(list(decoder_layers(patient.model)), windows, batch_size=suite.eval.batch_size,
+                      model=patient.model)
 
 
 def _baseline_entropy(probe, patient: Patient, suite: Suite) -> float | None:

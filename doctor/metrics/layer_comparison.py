@@ -16,7 +16,7 @@ from doctor.placement.offload import module_device
 from doctor.results import LayerStat
 
 log = logging.getLogger(__name__)
-MODULE_TOKENS = 256  # positions per window at which a changed linear layer's error is measured
+MODULE_TOKENS = 512  # positions, over all probed windows, at which a changed linear layer's error is measured
 
 
 def hidden_states(output) -> torch.Tensor:
@@ -44,10 +44,21 @@ def module_column(name: str) -> str:
     return f"experts.{parts[-1]}" if "experts" in parts else parts[-1]
 
 
+def squared_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """||a - b||^2 in one fused reduction (no temporary difference), in float32 at least."""
+    if a.dtype != b.dtype or a.dtype not in (torch.float32, torch.float64):
+        a, b = a.float(), b.float()
+    return float(torch.dist(a, b)) ** 2
+
+
+def squared_norm(a: torch.Tensor) -> float:
+    return float(torch.linalg.vector_norm(a, dtype=torch.float32 if a.dtype != torch.float64 else None)) ** 2
+
+
 def relative_error(modified: list[torch.Tensor], base: list[torch.Tensor]) -> float:
     """||modified - base|| / ||base|| over all windows and tokens."""
-    diff = math.fsum(float((m - b).pow(2).sum()) for m, b in zip(modified, base, strict=True))
-    ref = math.fsum(float(b.pow(2).sum()) for b in base)
+    diff = math.fsum(squared_distance(m, b) for m, b in zip(modified, base, strict=True))
+    ref = math.fsum(squared_norm(b) for b in base)
     return math.sqrt(diff / ref) if ref > 0 else 0.0
 
 
@@ -57,7 +68,7 @@ class Comparison:
     rel_error: ||h_mod - h_base|| / ||h_base|| at the block's output (accumulated through the network);
     extra.local_error: the same for the modified block alone on the baseline's input (replayed after the pass
     on the first `local` windows); extra.module_error.<module>: ||(W' - W) x|| / ||W x|| of each changed linear
-    on the activations it receives, at up to MODULE_TOKENS positions per window; with entropies,
+    on the activations it receives, at every stride-th position (up to MODULE_TOKENS over the probed windows); with entropies,
     extra.attention_entropy and attention_entropy_shift (modified - baseline). Removed baseline blocks are
     reported with removed = 1 and local_error = the error of skipping them; inserted blocks with inserted = 1,
     numbered after the baseline's blocks (extra.position is where they sit in the modified model).
@@ -91,7 +102,7 @@ class Comparison:
         def hook(module, args, kwargs):
             hidden = args[0] if args else kwargs["hidden_states"]
             self.rows[j] = max(0, min(hidden.shape[0], self.probe.limit - self.seen[j]))
-            self.stride[j] = max(1, hidden.shape[1] // MODULE_TOKENS) if hidden.dim() == 3 else 1
+            self.stride[j] = max(1, -(-hidden.shape[1] * self.probe.limit // MODULE_TOKENS)) if hidden.dim() == 3 else 1
 
         return hook
 
@@ -129,9 +140,9 @@ class Comparison:
                     x, y = x[: self.rows[j], :: self.stride[j]], y[: self.rows[j], :: self.stride[j]]
                 else:  # routed tokens (experts): every stride-th one
                     x, y = x[:: self.stride[j]], y[:: self.stride[j]]
-                reference = torch.nn.functional.linear(x, original.to(x.device, x.dtype), module.bias).float()
-                sums[0] += float((y.float() - reference).pow(2).sum())
-                sums[1] += float(reference.pow(2).sum())
+                reference = torch.nn.functional.linear(x, original.to(x.device, x.dtype), module.bias)
+                sums[0] += squared_distance(y, reference)
+                sums[1] += squared_norm(reference)
 
         return hook
 
@@ -159,8 +170,8 @@ class Comparison:
                 # kept in float32 on the host; a bf16/fp16 block is fed its own dtype (exact: widened from it)
                 fed = inp.to(device, dtype)
                 out = hidden_states(block(fed, *call.args, **call.kwargs)).float().cpu()
-                diff += float((out - target).pow(2).sum())
-                ref += float(target.pow(2).sum())
+                diff += squared_distance(out, target)
+                ref += squared_norm(target)
         return math.sqrt(diff / ref) if ref > 0 else 0.0
 
     def _assemble(self, local: list[float], entropies: list[float | None]) -> list[LayerStat]:

@@ -40,6 +40,7 @@ from doctor.results import LayerStat
 log = logging.getLogger(__name__)
 PROBE_WINDOWS = 4  # windows whose block outputs are kept for the per-layer error
 LOCAL_WINDOWS = 1  # windows on which each block is replayed for its local error (a block pass each)
+LOCAL_TOKENS = 256  # positions of those windows the replay covers: a causal prefix, recorded by a short forward
 
 
 @contextmanager
@@ -156,15 +157,19 @@ class LayerProbe:
     """
 
     def __init__(self, layers: list[nn.Module], windows: torch.Tensor, *, batch_size: int = 4,
-                 limit: int = PROBE_WINDOWS, local: int = LOCAL_WINDOWS) -> None:
+                 limit: int = PROBE_WINDOWS, local: int = LOCAL_WINDOWS, model: nn.Module | None = None) -> None:
         self.layers = layers  # the baseline block objects, to recognise them after removal or insertion
         self.windows = windows  # every evaluation window, batched as the evaluation pass batches them
         self.batch_size = batch_size
         self.limit = max(1, min(limit, windows.shape[0]))
         self.local = max(1, min(local, self.limit))
+        # with the model at hand, blocks are replayed on a prefix of the local windows, recorded after the pass
+        self.model = model
+        self.local_tokens = windows.shape[1] if model is None else min(LOCAL_TOKENS, windows.shape[1])
         self.inputs: list[list[torch.Tensor]] = [[] for _ in layers]  # [layer][chunk] (rows, seq, hidden) cpu
         self.calls: list[list[_Call]] = [[] for _ in layers]  # [layer][chunk], for the first `local` windows
         self.outputs: list[list[torch.Tensor]] = [[] for _ in layers]  # [layer][chunk], first `limit` windows
+        self.prefix_outputs: list[list[torch.Tensor]] = [[] for _ in layers]  # [layer][chunk], when a prefix
         self.running = [_Running() for _ in layers]
         self.entropy: list[float | None] = [None for _ in layers]  # from `entropies`, when asked for
         self.timer = Timer()
@@ -173,7 +178,7 @@ class LayerProbe:
     def capture(cls, model: nn.Module, windows: torch.Tensor, *, batch_size: int = 4, attention: bool = False,
                 **limits) -> LayerProbe:
         """Record the (unmodified) model on `windows` (n, seq_len) with a pass of the probe's own."""
-        probe = cls(list(decoder_layers(model)), windows, batch_size=batch_size, **limits)
+        probe = cls(list(decoder_layers(model)), windows, batch_size=batch_size, model=model, **limits)
         with probe.recording():
             probe.run(model)
         if attention:
@@ -188,31 +193,73 @@ class LayerProbe:
             for w0 in range(0, self.limit, self.batch_size):
                 body(input_ids=self.windows[w0 : w0 + self.batch_size].to(device), use_cache=False)
 
+    @property
+    def prefix(self) -> bool:
+        """Whether blocks are replayed on a prefix of the local windows rather than on the whole windows."""
+        return self.local_tokens < self.windows.shape[1]
+
     @contextmanager
     def recording(self) -> Iterator[LayerProbe]:
-        """Hooks that record the baseline blocks during a pass over the evaluation windows (in order)."""
+        """Hooks that record the baseline blocks during a pass over the evaluation windows (in order); then, when
+        the replay covers a prefix, a short forward over it records what the replays need."""
         seen = [0] * len(self.layers)
+        called = [0] * len(self.layers)  # windows whose call was kept, per block (replayed whole: no prefix)
         pending: list[torch.Tensor | None] = [None] * len(self.layers)
         handles = []
         for i, block in enumerate(self.layers):
-            handles.append(block.register_forward_pre_hook(self._pre_hook(i, seen, pending), with_kwargs=True))
+            record_call = None if self.prefix else self._record_call(i, called)
+            handles.append(block.register_forward_pre_hook(self._pre_hook(i, pending, record_call), with_kwargs=True))
             handles.append(block.register_forward_hook(self._post_hook(i, seen, pending)))
             for name, linear in block_linears(block).items():
                 handles.append(linear.register_forward_pre_hook(self._linear_hook(i, name)))
         with _hooks(handles):
             yield self
+        if self.prefix:
+            self._record_prefix()
 
-    def _pre_hook(self, i: int, seen: list[int], pending: list):
+    def _record_prefix(self) -> None:
+        """Each block's input, call and output on the first `local_tokens` positions of the local windows.
+
+        Causal attention makes a block's output on a prefix that of the whole window at those positions, so the
+        replays (one per block and checkup) cost local_tokens / seq_len of a window's blocks instead of all of it.
+        """
+        seen = [0] * len(self.layers)
+        handles = []
+        for i, block in enumerate(self.layers):
+            handles.append(block.register_forward_pre_hook(self._record_call(i, seen), with_kwargs=True))
+            handles.append(block.register_forward_hook(self._record_prefix_output(i)))
+        body = getattr(self.model, "base_model", self.model)
+        ids = self.windows[: self.local, : self.local_tokens].to(execution_device(self.model))
+        with self.timer(), _hooks(handles), torch.no_grad():
+            body(input_ids=ids, use_cache=False)
+
+    def _record_prefix_output(self, i: int):
+        def hook(module, args, output):
+            self.prefix_outputs[i].append(hidden_states(output).detach().float().cpu())
+
+        return hook
+
+    def _record_call(self, i: int, seen: list[int]):
+        """A pre-hook keeping block i's input and call on the first `local` windows, for its replays."""
+        def hook(module, args, kwargs):
+            hidden = args[0] if args else kwargs["hidden_states"]
+            batch = hidden.shape[0]
+            rows = min(batch, self.local - seen[i])
+            if rows > 0:
+                self.inputs[i].append(hidden[:rows].detach().float().cpu())
+                rest = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+                self.calls[i].append(_Call(_first_rows(tuple(args[1:]), rows, batch), _first_rows(rest, rows, batch)))
+            seen[i] += batch
+
+        return hook
+
+    def _pre_hook(self, i: int, pending: list, record_call):
         def hook(module, args, kwargs):
             with self.timer():
                 hidden = args[0] if args else kwargs["hidden_states"]
                 pending[i] = hidden
-                batch = hidden.shape[0]
-                rows = min(batch, self.local - seen[i])
-                if rows > 0:
-                    self.inputs[i].append(hidden[:rows].detach().float().cpu())
-                    rest = {k: v for k, v in kwargs.items() if k != "hidden_states"}
-                    self.calls[i].append(_Call(_first_rows(tuple(args[1:]), rows, batch), _first_rows(rest, rows, batch)))
+                if record_call is not None:
+                    record_call(module, args, kwargs)
 
         return hook
 
@@ -296,7 +343,9 @@ class LayerProbe:
         return comparison.stats(self.entropies(model) if attention else None)
 
     def local_targets(self, i: int) -> list[torch.Tensor]:
-        """Baseline block i's outputs on the replayed windows, chunked as its inputs."""
+        """Baseline block i's outputs on the replayed windows (or their prefix), chunked as its inputs."""
+        if self.prefix:
+            return self.prefix_outputs[i]
         return [out[: inp.shape[0]] for inp, out in zip(self.inputs[i], self.outputs[i], strict=False)]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from doctor.compress.adapters import block_linears, decoder_layers, linear_weight, set_linear_weight
+from doctor.compress.adapters import block_linears, decoder_layers, linear_weight
 from doctor.compress.masks import layer_mask, nm_mask, realized_sparsity
 from doctor.modifications.base import Applied, ApplyContext
 from doctor.modifications.coverage import account, prepare_targets, snapshot
@@ -48,12 +48,12 @@ def apply_magnitude(spec: PruneSpec, ctx: ApplyContext) -> Applied:
         with materialized(block, ctx.undo):
             for module in block_linears(block).values():
                 ctx.undo.save_tensor(module.weight)
-                w = linear_weight(module).detach().float()
-                score = w.abs()
+                w = linear_weight(module).detach()
+                score = w.abs().float()  # |w| is exact in any float dtype
                 if spec.structure == "nm":
                     mask = nm_mask(score, spec.n, spec.m, spec.nm_tail)
                 else:
                     mask = layer_mask(score, spec.sparsity, spec.ties)
-                set_linear_weight(module, w.masked_fill(mask, 0.0))
+                w.masked_fill_(mask, 0.0)  # in place, through the (out, in) view: no copy of the matrix
         layers.append(LayerStat(layer=index, seconds=time.perf_counter() - start))
     return Applied(layers=layers)

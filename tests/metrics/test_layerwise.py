@@ -190,7 +190,7 @@ def test_module_error_samples_positions_of_long_windows():
     torch.manual_seed(2)
     undo = _perturb_mlp(model, 0, 0.5)
     every = probe.compare(model, undo.originals())
-    tokens, layer_comparison.MODULE_TOKENS = layer_comparison.MODULE_TOKENS, 24  # a stride of 4
+    tokens, layer_comparison.MODULE_TOKENS = layer_comparison.MODULE_TOKENS, 48  # 2 windows of 96: a stride of 4
     try:
         sampled = probe.compare(model, undo.originals())
     finally:
@@ -199,3 +199,27 @@ def test_module_error_samples_positions_of_long_windows():
     key = next(k for k in every[0].extra if k.startswith("module_error."))
     assert sampled[0].extra[key] != every[0].extra[key]
     assert sampled[0].extra[key] == pytest.approx(every[0].extra[key], rel=0.15)
+
+
+def test_blocks_are_replayed_on_a_causal_prefix_of_the_window(monkeypatch):
+    """The local error from a replay on the first positions is the local error on windows cut to that prefix."""
+    from doctor.metrics import layerwise
+
+    model = tiny_llama_model(layers=3)
+    ids = torch.randint(3, 128, (2, 96), generator=torch.Generator().manual_seed(3))
+    monkeypatch.setattr(layerwise, "LOCAL_TOKENS", 32)
+    long = LayerProbe.capture(model, ids)
+    short = LayerProbe.capture(model, ids[:, :32])  # windows of 32: replayed whole
+    assert long.prefix and not short.prefix
+    assert [chunk.shape[1] for chunk in long.inputs[0]] == [32]
+    for i in range(3):  # causal: the prefix forward's block outputs are the full pass's first positions
+        torch.testing.assert_close(long.local_targets(i)[0], long.outputs[i][0][:1, :32], rtol=1e-4, atol=1e-5)
+    torch.manual_seed(4)
+    undo = _perturb_mlp(model, 1, 0.5)
+    try:
+        replayed = [s.extra["local_error"] for s in long.compare(model, undo.originals())]
+        expected = [s.extra["local_error"] for s in short.compare(model, undo.originals())]
+    finally:
+        undo.restore()
+    assert replayed[1] > 0.01 and replayed[0] == replayed[2] == 0.0
+    assert replayed == pytest.approx(expected, rel=1e-4, abs=1e-6)
