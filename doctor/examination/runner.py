@@ -102,8 +102,8 @@ def prepare(patient: Patient, suite: Suite, options: Options, progress) -> tuple
     context = patient.facts.context or 2048
     seq_len = min(spec.seq_len or LITERATURE_SEQ_LEN, context)
     text = resolve_corpus(spec.corpus, demo=patient.is_demo, purpose="eval")
-    needed = seq_len * spec.max_windows if spec.max_windows else None
-    windows = eval_windows(tokenize(text, patient.tokenizer, needed), seq_len, spec.max_windows)
+    cap = spec.window_cap(seq_len)
+    windows = eval_windows(tokenize(text, patient.tokenizer, seq_len * cap if cap else None), seq_len, cap)
     check_token_ids(windows, patient.model, patient.tokenizer, f"evaluation text {text.name}")
     info = text_info(text, windows, spec.seed)
     precision = None

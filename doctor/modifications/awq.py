@@ -15,10 +15,17 @@ from doctor.compress.adapters import block_linears, decoder_layers, sequential_g
 from doctor.compress.awq import AwqInputs, AwqSettings, AwqSolver
 from doctor.compress.capture import batches
 from doctor.compress.sequential import GroupJob, calibration_summary, in_features, run_sequential
+from doctor.data.calibration import MethodWindows
 from doctor.modifications.base import Applied, ApplyContext
 from doctor.spec.modification import QuantizeSpec
 
 BATCH_TOKENS = 4096  # calibration tokens per layer run (run_sequential's default)
+# llm-awq's `run_awq` calibrates on blocks of 512 tokens (128 of them): the literature preset draws 128 windows of
+# 512. The scale search runs the attention block and the MLP once per grid ratio over every calibration token, so
+# its cost is about grid x 1.3 decoder-layer passes per calibration token: the fast default of 8 windows keeps an
+# AWQ checkup within about 3 passes of an evaluation of 32 x 512 tokens or more (see docs/methods.md for how
+# little the scales and perplexity move between 8 and 128 windows).
+CALIBRATION = MethodWindows(seq_len=512, samples=8)
 ERROR_STRIDE = 8  # the per-layer output error is measured on every 8th position (as Wanda's): it is a report only
 
 
@@ -29,7 +36,7 @@ def settings(spec: QuantizeSpec) -> AwqSettings:
 
 def apply_awq(spec: QuantizeSpec, ctx: ApplyContext, *, round_weights: bool = True) -> Applied:
     """AWQ over every decoder layer. `round_weights=False` applies the searched scales only (a check)."""
-    calibration = ctx.calibration(spec.calibration)
+    calibration = ctx.calibration(spec.calibration, method=CALIBRATION)
     model = ctx.patient.model
     first = decoder_layers(model)[0]
     arch = architecture_of(first)

@@ -106,7 +106,7 @@ class ApplyContext:
 
     patient: Any  # doctor.patient.Patient
     undo: UndoLog
-    calibration: Callable[[Any], Calibration]  # CalibrationSpec | None -> Calibration (cached per spec)
+    calibration: Callable[..., Calibration]  # (CalibrationSpec | None, method=MethodWindows | None) -> Calibration
     out_dir: Path
     state: dict[str, Any] = field(default_factory=dict)
     progress: Callable[[str], None] = lambda message: None

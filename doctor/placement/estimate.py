@@ -115,10 +115,10 @@ def estimate(shape: Shape, suite, dtype: str, dispatched: bool = False) -> Estim
     est = Estimate()
     est.add("weights", shape.params * width, "spread" if dispatched else "device")
     seq_len = min(suite.eval.seq_len or 2048, shape.context or 2048)
-    windows = suite.eval.max_windows
+    windows = suite.eval.window_cap(seq_len)
     if windows is None:
         windows = _ASSUMED_WINDOWS
-        est.notes.append(f"eval.max_windows unset: the KL cache is counted for {windows} windows")
+        est.notes.append(f"eval.max_windows and max_tokens unset: the KL cache is counted for {windows} windows")
     per_token, where = _kl_bytes_per_token(suite.eval, shape.vocab)
     est.add("kl_cache", windows * (seq_len - 1) * per_token, where)
     leaves = [leaf for c in suite.checkups for leaf in _leaves(c.modification)]
@@ -138,13 +138,14 @@ def estimate(shape: Shape, suite, dtype: str, dispatched: bool = False) -> Estim
 
 def _calibration_size(suite, calibrated: list, eval_len: int, context: int | None) -> tuple[int, int]:
     """The largest calibration set any calibrated checkup uses: (samples, seq_len)."""
-    specs = [leaf.calibration or suite.calibration for leaf in calibrated]
-    sizes = []
-    for spec in specs:
-        if spec.preset == "literature":
-            sizes.append((128, min(context or 2048, 2048)))
-        else:
-            sizes.append((spec.samples, min(spec.seq_len or eval_len, context or eval_len)))
+    from doctor.data.calibration import calibration_size
+    from doctor.modifications.awq import CALIBRATION as AWQ_WINDOWS
+
+    sizes = [
+        calibration_size(leaf.calibration or suite.calibration, min(eval_len, context or eval_len), context,
+                         AWQ_WINDOWS if getattr(leaf, "method", None) == "awq" else None)
+        for leaf in calibrated
+    ]
     return max(sizes, key=lambda s: s[0] * s[1])
 
 

@@ -22,14 +22,16 @@ class CalibrationSpec(Spec):
     torch's generator. `preset: literature`: what the GPTQ, SparseGPT and Wanda papers and code use, 128 windows
     of the model's context capped at 2048 tokens, drawn as their `get_loaders` does (Python's `random.seed(seed)`,
     then `randint(0, tokens - seq_len - 1)` per window), so published numbers can be reproduced.
+    AWQ draws its own shape unless `samples`/`seq_len` are set: llm-awq's blocks of 512 tokens, 8 of them under
+    'fast' and 128 under 'literature' (its search costs about 27 layer passes per calibration token).
     """
 
     corpus: str = Field("auto", description="bundled corpus name, a text file path, or 'auto' (model default)")
     preset: Literal["fast", "literature"] = Field(
         "fast", description="'literature': 128 windows of the model's context (at most 2048), the reference sampler"
     )
-    samples: int = Field(32, ge=1, le=4096)
-    seq_len: int | None = Field(None, ge=8, description="tokens per sample; default: the eval window")
+    samples: int = Field(32, ge=1, le=4096, description="windows to draw; default 32 (AWQ: 8)")
+    seq_len: int | None = Field(None, ge=8, description="tokens per sample; default: the eval window (AWQ: 512)")
     seed: int = 0
 
     @model_validator(mode="after")

@@ -39,6 +39,10 @@ class EvalSpec(Spec):
     corpus: str = Field("auto", description="bundled corpus name, a text file path, or 'auto' (model default)")
     seq_len: int | None = Field(None, ge=8, description="window length; default 2048 (the literature's), capped by the model's context")
     max_windows: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(
+        None, ge=8, description="at most this many tokens in whole windows (with max_windows: the smaller); the "
+        "same budget whatever the model's window length"
+    )
     bootstrap: int = Field(1000, ge=0, description="bootstrap resamples over windows for intervals")
     kl_mode: Literal["auto", "hidden", "mass", "exact", "full"] = Field(
         "auto", description="what the baseline keeps for KL: 'hidden' (final hidden states and a copy of the "
@@ -57,6 +61,12 @@ class EvalSpec(Spec):
     )
     batch_size: int = Field(4, ge=1)
     seed: int = 0
+
+
+    def window_cap(self, seq_len: int) -> int | None:
+        """How many windows of `seq_len` tokens to evaluate at most (None: the whole text)."""
+        caps = [c for c in (self.max_windows, self.max_tokens and max(1, self.max_tokens // seq_len)) if c]
+        return min(caps) if caps else None
 
 
 class Threshold(Spec):
