@@ -19,8 +19,9 @@ def fake_quantize(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, maxq
 def find_params(w: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row scale and zero for `w` (rows, cols), each shaped (rows, 1)."""
     maxq = 2**bits - 1
-    wmin = torch.minimum(w.min(dim=1, keepdim=True).values, torch.zeros(1, dtype=w.dtype, device=w.device))
-    wmax = torch.maximum(w.max(dim=1, keepdim=True).values, torch.zeros(1, dtype=w.dtype, device=w.device))
+    low, high = torch.aminmax(w, dim=1, keepdim=True)  # one reduction for both
+    zero = torch.zeros(1, dtype=w.dtype, device=w.device)
+    wmin, wmax = torch.minimum(low, zero), torch.maximum(high, zero)
     if symmetric:
         wmax = torch.maximum(wmin.abs(), wmax)
         wmin = torch.where(wmin < 0, -wmax, wmin)  # upstream: a row with no negative weight keeps min 0
@@ -45,8 +46,12 @@ def _groups(w: torch.Tensor, group_size: int | None) -> list[tuple[slice, torch.
 def quantize_rtn(w: torch.Tensor, bits: int, group_size: int | None, symmetric: bool) -> torch.Tensor:
     """Round-to-nearest fake quantization of a (out, in) weight, computed in float32."""
     w32 = w.float()
+    parts = _groups(w32, group_size)
+    if len(parts) == 1:  # whole groups: the rounded groups are the result, no assembling copy
+        scale, zero = find_params(parts[0][1], bits, symmetric)
+        return fake_quantize(parts[0][1], scale, zero, 2**bits - 1).reshape(w32.shape).to(w.dtype)
     out = torch.empty_like(w32)
-    for cols, blocks in _groups(w32, group_size):
+    for cols, blocks in parts:
         scale, zero = find_params(blocks, bits, symmetric)
         out[:, cols] = fake_quantize(blocks, scale, zero, 2**bits - 1).reshape(w32.shape[0], -1)
     return out.to(w.dtype)
