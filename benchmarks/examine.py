@@ -18,7 +18,7 @@ target:
 Each model's line `kl_mode` names the store the examination's default (`eval.kl_mode: auto`) chose, the one the
 checkup rows ran with. The goal lines at the end say met or MISSED for the examination's cost goals.
 `--llama3-shapes` adds a random one-layer model with Llama-3-8B's layer shapes (hidden 4096, MLP 14336,
-32 heads, 8 KV heads; 32K tied vocabulary to stay under 2 GiB), two rounds (or `--rounds` if fewer). `--only` keeps the models whose
+32 heads, 8 KV heads; 32K tied vocabulary to stay under 2 GiB), 8 windows of 512 tokens (as many as SmolLM2's 4 x 1024), two rounds (or `--rounds` if fewer). `--only` keeps the models whose
 name contains NAME. The last line says whether every ratio met its target.
 """
 
@@ -136,7 +136,7 @@ def main() -> None:
     if args.llama3_shapes:
         cases.append(("llama-3-8b shapes x1, 32K tied", lambda: random_llama(
             "llama-3-8b shapes x1", vocab=32000, hidden=4096, intermediate=14336, layers=1, heads=32, kv_heads=8,
-            tie=True), 2, 1, 512, "tinystories-valid", min(2, args.rounds)))
+            tie=True), 8, 1, 512, "tinystories-valid", min(2, args.rounds)))
     cases = [case for case in cases if not args.only or args.only.lower() in case[0].lower()]
     print(f"{'model':32} {'measure':10} {'ratio':>8} {'target':>8}  ok")
     missed = []
