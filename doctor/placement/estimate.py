@@ -142,7 +142,7 @@ def _calibration_size(suite, calibrated: list, eval_len: int, context: int | Non
     from doctor.modifications.awq import CALIBRATION as AWQ_WINDOWS
 
     sizes = [
-        calibration_size(leaf.calibration or suite.calibration, min(eval_len, context or eval_len), context,
+        calibration_size(leaf.calibration or suite.calibration, eval_len, context,
                          AWQ_WINDOWS if getattr(leaf, "method", None) == "awq" else None)
         for leaf in calibrated
     ]
